@@ -1,0 +1,129 @@
+"""The one adapter between our nodes and the host (ComfyUI).
+
+Everything a node needs from ComfyUI — devices, memory, interrupts, progress, model
+folders, text on the node — goes through here. Outside ComfyUI (unit tests, scripts)
+each function falls back to plain torch behaviour with the same interface, so the
+nodes and the ``pipeline`` core run unchanged.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+log = logging.getLogger("infinitetalk_lipsync")
+
+try:  # ComfyUI is present when this pack is loaded from custom_nodes/.
+    import comfy.model_management as _mm
+    import comfy.utils as _cutils
+    import folder_paths as _fp
+except ImportError:  # tests, CLI
+    _mm = _cutils = _fp = None
+
+IN_COMFY = _mm is not None
+
+# Pack-specific model folders: name -> (subfolder of models/, extensions, extra core folders searched).
+PACK_FOLDERS = {
+    "wav2vec2": ("wav2vec2", {".safetensors", ".bin", ".pt", ".pth", ".json"}, ("audio_encoders",)),
+    "sam2": ("sam2", {".safetensors", ".pt", ".pth"}, ()),
+}
+
+
+def torch_device() -> torch.device:
+    """The device models compute on."""
+    if IN_COMFY:
+        return _mm.get_torch_device()
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def offload_device() -> torch.device:
+    """Where idle weights wait (CPU RAM)."""
+    if IN_COMFY:
+        return _mm.unet_offload_device()
+    return torch.device("cpu")
+
+
+def soft_empty_cache() -> None:
+    """Give cached, unused accelerator memory back between windows."""
+    if IN_COMFY:
+        _mm.soft_empty_cache()
+    elif torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def free_memory(bytes_needed: int, device: torch.device) -> None:
+    """Ask the host to unload other models until ``bytes_needed`` are free on ``device``."""
+    if IN_COMFY:
+        _mm.free_memory(bytes_needed, device)
+    else:
+        soft_empty_cache()
+
+
+def throw_if_interrupted() -> None:
+    """Raise the host's interrupt exception if the user pressed Cancel; no-op outside ComfyUI."""
+    if IN_COMFY:
+        _mm.throw_exception_if_processing_interrupted()
+
+
+class Progress:
+    """Progress bar over ``total`` units, shown on node ``node_id`` (None = the running node)."""
+
+    def __init__(self, total: int, node_id: str | None = None):
+        self.total = max(1, int(total))
+        self.value = 0
+        self._bar = _cutils.ProgressBar(self.total, node_id=node_id) if IN_COMFY else None
+
+    def update(self, n: int = 1, preview=None) -> None:
+        """Advance by ``n``; ``preview`` is an optional PIL image shown on the node.
+
+        In ComfyUI every update is also an interrupt check (the host's global hook)."""
+        self.value = min(self.total, self.value + n)
+        if self._bar is not None:
+            self._bar.update_absolute(self.value, self.total, ("JPEG", preview, 512) if preview is not None else None)
+
+
+def register_model_folders() -> None:
+    """Register our own model folders with ComfyUI (idempotent); no-op outside ComfyUI."""
+    if not IN_COMFY:
+        return
+    for name, (sub, exts, extra) in PACK_FOLDERS.items():
+        paths = [os.path.join(_fp.models_dir, sub)]
+        for core in extra:
+            paths += [p for p in _fp.folder_names_and_paths.get(core, ([], set()))[0] if p not in paths]
+        old_paths, old_exts = _fp.folder_names_and_paths.get(name, ([], set()))
+        _fp.folder_names_and_paths[name] = (list(dict.fromkeys(old_paths + paths)), set(old_exts) | exts)
+
+
+def model_files(folder: str) -> list[str]:
+    """File names (relative paths) in ComfyUI model folder ``folder``; [] outside ComfyUI."""
+    if not IN_COMFY:
+        return []
+    return _fp.get_filename_list(folder)
+
+
+def model_path(folder: str, name: str) -> str:
+    """Absolute path of ``name`` in model folder ``folder``.
+
+    Outside ComfyUI, ``name`` is taken as a path. Raises FileNotFoundError naming the folder."""
+    if IN_COMFY:
+        path = _fp.get_full_path(folder, name)
+        if path is None:
+            where = ", ".join(_fp.get_folder_paths(folder)) or f"models/{folder}"
+            raise FileNotFoundError(f"Model file '{name}' was not found in the '{folder}' folder ({where}). "
+                                    f"Put it there and refresh the node (press R).")
+        return path
+    if not os.path.isfile(name):
+        raise FileNotFoundError(f"Model file '{name}' does not exist.")
+    return name
+
+
+def show_text(node_id: str | None, text: str) -> None:
+    """Show ``text`` on the node while it runs (ComfyUI's progress-text channel)."""
+    log.info(text)
+    if IN_COMFY and node_id is not None:
+        try:
+            from server import PromptServer
+            PromptServer.instance.send_progress_text(text, node_id)
+        except (ImportError, AttributeError):
+            pass

@@ -1,0 +1,15 @@
+"""Import the pack as a package (as ComfyUI does) without ComfyUI, whatever this folder is named."""
+import importlib.util
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACK = "infinitetalk_lipsync"
+
+if PACK not in sys.modules:
+    _spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+    _module = importlib.util.module_from_spec(_spec)
+    sys.modules[PACK] = _module
+    _spec.loader.exec_module(_module)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
