@@ -17,11 +17,12 @@ _ELLIPSES = {
     "face": (0.5, 0.58, 0.62, 0.78),
     "lower_face": (0.5, 0.80, 0.50, 0.42),
     "mouth": (0.5, 0.82, 0.30, 0.20),
+    "box": (0.5, 0.5, 0.5, 0.5),  # the ellipse inscribed in the box (box taken from a mask's extent)
 }
 
 
 def check_region(region: str) -> str:
-    if region not in REGIONS:
+    if region not in _ELLIPSES:
         raise ValueError(f"region '{region}' is not one of {', '.join(REGIONS)}.")
     return region
 
