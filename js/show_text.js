@@ -1,13 +1,12 @@
-// Shows the text a node returns in {"ui": {"text": [...]}} in a read-only box on the node.
+// Shows the text any InfiniteTalk node returns in {"ui": {"text": [...]}} in a read-only box on the node
+// (e.g. the window plan of InfiniteTalk Frame Count).
 import { app } from "../../scripts/app.js";
 import { ComfyWidgets } from "../../scripts/widgets.js";
-
-const NODES = new Set(["InfiniteTalkFrameCount"]);
 
 app.registerExtension({
   name: "infinitetalk_lipsync.ShowText",
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (!NODES.has(nodeData.name)) return;
+    if (!nodeData.category?.startsWith("InfiniteTalk/")) return;
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (message) {
       onExecuted?.apply(this, arguments);
