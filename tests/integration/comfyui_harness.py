@@ -149,3 +149,10 @@ class ComfyServer:
             time.sleep(0.25)
         self._request("/interrupt", {})
         raise TimeoutError(f"workflow {prompt_id} did not finish within {timeout:.0f} s:\n{self.log()[-4000:]}")
+
+
+if __name__ == "__main__":  # .ci/run: print the python of the ComfyUI found, or nothing
+    try:
+        print(comfyui_python(find_comfyui()))
+    except ComfyUINotFound:
+        pass
