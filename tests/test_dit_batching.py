@@ -56,7 +56,7 @@ def test_bf16_compute_follows_to_and_keeps_fp32_output():
     out = _single(bf16, **inputs)
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
     rel = ((out - ref).norm() / ref.norm()).item()
-    assert rel < 5e-2, rel  # bf16 rounding only; a wrong path would be O(1)
+    assert rel < 2e-2, rel  # bf16 rounding (measured ~0.75%); a wrong path would be O(1)
 
 
 @pytest.mark.parametrize("change, message", [
