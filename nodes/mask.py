@@ -18,6 +18,7 @@ from ..pipeline.mask.sam2_model import load_sam2
 
 SAM2_TYPE = "INFINITETALK_SAM2"
 CATEGORY = "InfiniteTalk/mask"
+_NO_SAM2_FILE = "put sam2.1_hiera_*.safetensors or .pt in models/sam2"
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 _REGION = (list(REGIONS), {"default": "lower_face", "tooltip":
@@ -50,7 +51,7 @@ class InfiniteTalkSAM2Loader:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model_name": (host.model_files("sam2"), {"tooltip":
+            "model_name": (host.model_files("sam2") or [_NO_SAM2_FILE], {"tooltip":
                            "A SAM2 / SAM2.1 checkpoint in models/sam2: Meta's sam2.1_hiera_{tiny,small,base_plus,"
                            "large}.pt or Kijai's sam2.1_hiera_*.safetensors (fp32 or fp16). The size is read "
                            "from the file. Needs transformers>=4.56."}),

@@ -9,15 +9,15 @@ from pathlib import Path
 import torch
 
 SHAPES = Path(__file__).resolve().parent / "data" / "sam2.1_state_dict_shapes.json"
-TINY_SIZE = 256
+TINY_SIZE = 128
 # Trunk width 16, stages (1,1,2,1); everything else shrunk to 128 channels (memory 64, fixed by
-# transformers), at a 256-pixel input so a frame takes milliseconds on a CPU.
+# transformers), at a 128-pixel input so a frame takes milliseconds on a CPU.
 TINY_TRUNK = {
     (16, (1, 1, 2, 1)): dict(
         name="test-tiny", num_attention_heads_per_stage=[1, 1, 1, 1], global_attention_blocks=[3],
         window_size_per_stage=[8, 4, 4, 4], image_size=TINY_SIZE,
-        vision=dict(fpn_hidden_size=128, backbone_feature_sizes=[[64, 64], [32, 32], [16, 16]]),
-        model=dict(image_size=TINY_SIZE, memory_attention_rope_feat_sizes=[16, 16], memory_attention_hidden_size=128,
+        vision=dict(fpn_hidden_size=128, backbone_feature_sizes=[[TINY_SIZE // s] * 2 for s in (4, 8, 16)]),
+        model=dict(image_size=TINY_SIZE, memory_attention_rope_feat_sizes=[TINY_SIZE // 16] * 2, memory_attention_hidden_size=128,
                    memory_attention_num_layers=1, memory_attention_feed_forward_hidden_size=128,
                    memory_encoder_hidden_size=128, mask_downsampler_embed_dim=128, memory_fuser_embed_dim=128,
                    memory_fuser_intermediate_dim=128, memory_fuser_num_layers=1,
