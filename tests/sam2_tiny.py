@@ -14,7 +14,7 @@ TINY_SIZE = 128
 # transformers), at a 128-pixel input so a frame takes milliseconds on a CPU.
 TINY_TRUNK = {
     (16, (1, 1, 2, 1)): dict(
-        name="test-tiny", num_attention_heads_per_stage=[1, 1, 1, 1], global_attention_blocks=[3],
+        name="test-tiny", num_attention_heads_per_stage=[1, 1, 1, 1], global_attention_blocks=[3], pos_embed=[4, 4],
         window_size_per_stage=[8, 4, 4, 4], image_size=TINY_SIZE,
         vision=dict(fpn_hidden_size=128, backbone_feature_sizes=[[TINY_SIZE // s] * 2 for s in (4, 8, 16)]),
         model=dict(image_size=TINY_SIZE, memory_attention_rope_feat_sizes=[TINY_SIZE // 16] * 2, memory_attention_hidden_size=128,

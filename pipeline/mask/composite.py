@@ -73,10 +73,20 @@ def blend_frame(frame: torch.Tensor, generated: torch.Tensor, mask: torch.Tensor
                 colour_match: str, erode: int) -> None:
     """Blend one generated frame into ``frame`` (a copy of the source frame) in place.
 
-    frame: [H,W,C] source pixels, overwritten only where alpha > 0; generated: [H,W,>=3]; mask: [H,W]."""
-    alpha, band = blend_weights(mask, feather_radius, erode)
-    src = frame[..., :3].float()
-    gen = match_colours(generated[..., :3].float(), src, band, colour_match)
+    frame: [H,W,C] source pixels, overwritten only where alpha > 0; generated: [H,W,>=3]; mask: [H,W].
+    Work is confined to the mask's bounding box plus the feather margin (a face is a small part of
+    the frame); nothing outside that box is read or written."""
+    inside = mask > 0.5
+    rows, cols = torch.nonzero(inside.any(dim=1)).flatten(), torch.nonzero(inside.any(dim=0)).flatten()
+    if len(rows) == 0:
+        return
+    margin = feather_radius + 1
+    y0, y1 = max(int(rows[0]) - margin, 0), min(int(rows[-1]) + 1 + margin, mask.shape[0])
+    x0, x1 = max(int(cols[0]) - margin, 0), min(int(cols[-1]) + 1 + margin, mask.shape[1])
+    alpha, band = blend_weights(mask[y0:y1, x0:x1], feather_radius, erode)
+    roi = frame[y0:y1, x0:x1, :3]
+    src = roi.float()
+    gen = match_colours(generated[y0:y1, x0:x1, :3].float(), src, band, colour_match)
     where = alpha > 0
     a = alpha[where][:, None]
-    frame[..., :3][where] = (src[where] * (1 - a) + gen[where] * a).to(frame.dtype)
+    roi[where] = (src[where] * (1 - a) + gen[where] * a).to(frame.dtype)

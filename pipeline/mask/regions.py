@@ -61,14 +61,18 @@ def restrict_to_region(masks: torch.Tensor, boxes: torch.Tensor, region: str) ->
 
 
 def dilate(masks: torch.Tensor, pixels: int) -> torch.Tensor:
-    """Grow (pixels > 0) or shrink (pixels < 0) masks by a square structuring element. [T,H,W]."""
+    """Grow (pixels > 0) or shrink (pixels < 0) masks by a square structuring element. [T,H,W].
+
+    The square is separable: a row pass then a column pass (O(k) instead of O(k^2) per pixel)."""
     if pixels == 0:
         return masks
-    k = 2 * abs(pixels) + 1
+    r = abs(pixels)
     x = masks[:, None].float()
-    if pixels > 0:
-        return F.max_pool2d(x, k, stride=1, padding=abs(pixels))[:, 0]
-    return -F.max_pool2d(-x, k, stride=1, padding=abs(pixels))[:, 0]
+    if pixels < 0:
+        x = -x
+    x = F.max_pool2d(x, (1, 2 * r + 1), stride=1, padding=(0, r))
+    x = F.max_pool2d(x, (2 * r + 1, 1), stride=1, padding=(r, 0))
+    return (-x if pixels < 0 else x)[:, 0]
 
 
 def temporal_smooth(masks: torch.Tensor, window: int) -> torch.Tensor:

@@ -103,16 +103,43 @@ def to_transformers_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch
 
 # Hiera trunk hyper-parameters that the shapes do not reveal (heads, windows, global-attention
 # blocks), per (trunk width, blocks per stage). Values from Meta's sam2.1_hiera_{t,s,b+,l}.yaml.
+# "pos_embed" (the background position-embedding grid) is read from the file when loading; it is
+# listed only to build a random-weight model of a size (benchmarks). An entry may also carry
+# "image_size", "vision" and "model" overrides (the tests' miniature model uses them).
 KNOWN_TRUNKS = {
-    (96, (1, 2, 7, 2)): dict(name="tiny", num_attention_heads_per_stage=[1, 2, 4, 8],
+    (96, (1, 2, 7, 2)): dict(name="tiny", num_attention_heads_per_stage=[1, 2, 4, 8], pos_embed=[7, 7],
                              global_attention_blocks=[5, 7, 9], window_size_per_stage=[8, 4, 14, 7]),
-    (96, (1, 2, 11, 2)): dict(name="small", num_attention_heads_per_stage=[1, 2, 4, 8],
+    (96, (1, 2, 11, 2)): dict(name="small", num_attention_heads_per_stage=[1, 2, 4, 8], pos_embed=[7, 7],
                               global_attention_blocks=[7, 10, 13], window_size_per_stage=[8, 4, 14, 7]),
-    (112, (2, 3, 16, 3)): dict(name="base_plus", num_attention_heads_per_stage=[2, 4, 8, 16],
+    (112, (2, 3, 16, 3)): dict(name="base_plus", num_attention_heads_per_stage=[2, 4, 8, 16], pos_embed=[14, 14],
                                global_attention_blocks=[12, 16, 20], window_size_per_stage=[8, 4, 14, 7]),
-    (144, (2, 6, 36, 4)): dict(name="large", num_attention_heads_per_stage=[2, 4, 8, 16],
+    (144, (2, 6, 36, 4)): dict(name="large", num_attention_heads_per_stage=[2, 4, 8, 16], pos_embed=[7, 7],
                                global_attention_blocks=[23, 33, 43], window_size_per_stage=[8, 4, 16, 8]),
 }
+
+
+def size_layout(name: str) -> dict[str, torch.Tensor]:
+    """A stand-in transformers-layout dict (meta tensors of the right shapes for ``hf_config_kwargs``)
+    of the known size ``name``, to build that architecture without a checkpoint."""
+    for (width, per_stage), spec in KNOWN_TRUNKS.items():
+        if spec["name"] == name:
+            break
+    else:
+        raise ValueError(f"unknown SAM2 size '{name}'; known: {', '.join(v['name'] for v in KNOWN_TRUNKS.values())}.")
+    meta = torch.device("meta")
+    sd = {HF_MARKER: torch.empty(width, 3, 7, 7, device=meta),
+          "vision_encoder.backbone.pos_embed": torch.empty(1, width, *spec.get("pos_embed", [7, 7]), device=meta),
+          "occlusion_spatial_embedding_parameter": torch.empty(1, 64, device=meta),
+          "temporal_positional_encoding_projection_layer.weight": torch.empty(64, 256, device=meta)}
+    block, dim = 0, width
+    for stage, count in enumerate(per_stage):
+        dim = width * 2 ** stage
+        for i in range(count):
+            sd[f"vision_encoder.backbone.blocks.{block}.attn.qkv.weight"] = torch.empty(3 * dim, dim, device=meta)
+            if stage and i == 0:
+                sd[f"vision_encoder.backbone.blocks.{block}.proj.weight"] = torch.empty(dim, dim // 2, device=meta)
+            block += 1
+    return sd
 
 
 def trunk_layout(sd: dict[str, torch.Tensor]) -> tuple[int, tuple[int, ...], list[int]]:
@@ -140,7 +167,7 @@ def hf_config_kwargs(sd: dict[str, torch.Tensor]) -> dict:
         raise ValueError(f"SAM2 trunk of width {width} with blocks per stage {list(per_stage)} is not a known "
                          f"SAM2 size ({sizes}). Use one of Meta's sam2.1_hiera_*.pt or Kijai's "
                          f"sam2.1_hiera_*.safetensors files.")
-    extra = {k: v for k, v in known.items() if k not in ("name", "image_size", "vision", "model")}
+    extra = {k: v for k, v in known.items() if k not in ("name", "pos_embed", "image_size", "vision", "model")}
     pos = sd["vision_encoder.backbone.pos_embed"].shape
     backbone = dict(hidden_size=width, embed_dim_per_stage=dims, blocks_per_stage=list(per_stage),
                     window_positional_embedding_background_size=[int(pos[2]), int(pos[3])], **extra)
