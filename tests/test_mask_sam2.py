@@ -130,3 +130,10 @@ def test_face_masks_without_sam2_is_the_region_ellipse():
     masks, boxes, report = face_masks(frames, box=(40, 30, 80, 70), region="face", dilation=0, smoothing=1)
     assert masks.shape == (3, 96, 128) and "ellipse" in report
     assert masks[0, 55, 60] == 1 and masks[0, 5, 5] == 0
+
+
+@pytest.mark.parametrize("size", ["tiny", "small", "base_plus", "large"])
+def test_random_model_of_each_size_has_the_real_layout(size):
+    sam = sam2_model.random_sam2(size, device="meta")
+    expected = sam2_keys.to_transformers_keys({k: torch.empty(v, device="meta") for k, v in real_shapes()[size].items()})
+    assert {k: tuple(v.shape) for k, v in sam.model.state_dict().items()} == {k: tuple(v.shape) for k, v in expected.items()}
