@@ -20,9 +20,9 @@ TINY_TRUNK = {
         model=dict(image_size=TINY_SIZE, memory_attention_rope_feat_sizes=[TINY_SIZE // 16] * 2, memory_attention_hidden_size=128,
                    memory_attention_num_layers=1, memory_attention_feed_forward_hidden_size=128,
                    memory_encoder_hidden_size=128, mask_downsampler_embed_dim=128, memory_fuser_embed_dim=128,
-                   memory_fuser_intermediate_dim=128, memory_fuser_num_layers=1,
+                   memory_fuser_intermediate_dim=512, memory_fuser_num_layers=1,
                    prompt_encoder_config=dict(hidden_size=128, image_size=TINY_SIZE),
-                   mask_decoder_config=dict(hidden_size=128, mlp_dim=128, iou_head_hidden_dim=128))),
+                   mask_decoder_config=dict(hidden_size=128, mlp_dim=2048, iou_head_hidden_dim=256))),
 }
 
 
@@ -105,3 +105,38 @@ def to_meta_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             k = f"memory_encoder.mask_downsampler.encoder.{i}.{m.group(4)}"
         out[k] = value
     return out
+
+
+def seeded_meta_weights() -> dict[str, torch.Tensor]:
+    """Deterministic weights for the tiny model in Meta's layout: each tensor from its own seed (the CRC
+    of its name), so they do not depend on how any library initialises a model. Norm scales near 1,
+    matrices ~ N(0, 1/fan_in), everything else small; the object-score output bias is high."""
+    import zlib
+    shapes = {k: v.shape for k, v in to_meta_keys(tiny_hf_state_dict()).items()}
+    out = {}
+    for key in sorted(shapes):
+        shape = shapes[key]
+        g = torch.Generator().manual_seed(zlib.crc32(key.encode()))
+        x = torch.randn(shape, generator=g)
+        if key.endswith(".weight") and len(shape) == 1:
+            x = 1 + 0.1 * x
+        elif key.endswith(".weight") and len(shape) >= 2:
+            x = x * (x[0].numel() ** -0.5)
+        else:
+            x = 0.1 * x
+        out[key] = x
+    # Make the object visible on every frame (else SAM2 replaces the logits by a constant -1024).
+    out["sam_mask_decoder.pred_obj_score_head.layers.2.bias"] = torch.full_like(
+        out["sam_mask_decoder.pred_obj_score_head.layers.2.bias"], 5.0)
+    return out
+
+
+def parity_frames() -> tuple[torch.Tensor, torch.Tensor, list]:
+    """The input of the SAM2 parity golden: 4 frames (96x96) of the astronaut moving right, the face box
+    and one click (pixels of frame 0)."""
+    import skimage.data
+    from infinitetalk_lipsync.pipeline.mask.composite import resize_frames
+    image = resize_frames(torch.from_numpy(skimage.data.astronaut()).float()[None] / 255, 96, 96)[0]
+    frames = torch.stack([torch.roll(image, 3 * t, dims=1) for t in range(4)])
+    box = torch.tensor([176.0, 66.0, 272.0, 164.0]) * 96 / 512
+    return frames, box, [(42.0, 20.0, 1)]

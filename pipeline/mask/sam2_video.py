@@ -48,15 +48,13 @@ def _cond_frames(session) -> set[int]:
 
 
 @torch.no_grad()
-def segment_face(sam: Sam2Model, frames: torch.Tensor, box: torch.Tensor,
-                 points: list[tuple[float, float, int]] = (), device: torch.device | str = "cpu",
-                 progress=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Track the object inside ``box`` (frame 0) through ``frames``.
+def track_logits(sam: Sam2Model, frames: torch.Tensor, box: torch.Tensor,
+                 points: list[tuple[float, float, int]] = (), device: torch.device | str = "cpu"):
+    """Track the object inside ``box`` (frame 0) through ``frames``, one frame at a time.
 
     frames: IMAGE [T,H,W,C] 0..1 (any device); box: [4] (x0,y0,x1,y1) pixels of frame 0;
-    points: extra (x, y, label) clicks on frame 0. Returns (masks [T,H,W] float32 {0,1} on the CPU,
-    present [T] bool: False where SAM2 says the object is not visible). ``progress(n)`` per frame.
-    """
+    points: extra (x, y, label) clicks on frame 0. Yields (logits [H,W] float32 on ``device``,
+    present: bool — False where SAM2 says the object is not visible) per frame."""
     from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
 
     model, size = sam.model, sam.image_size
@@ -65,8 +63,6 @@ def segment_face(sam: Sam2Model, frames: torch.Tensor, box: torch.Tensor,
                                         inference_state_device=device, video_storage_device=device,
                                         dtype=sam.dtype)
     keep = max(int(model.config.num_maskmem), int(model.config.max_object_pointers_in_encoder)) + 1
-    masks = torch.zeros(count, height, width)
-    present = torch.zeros(count, dtype=torch.bool)
     for t in range(count):
         pixels = preprocess(frames[t], size, device, sam.dtype)
         if t == 0:
@@ -79,8 +75,20 @@ def segment_face(sam: Sam2Model, frames: torch.Tensor, box: torch.Tensor,
             out = model(session, frame_idx=t, frame=pixels)
             _forget_old(session, t, keep)
         logits = F.interpolate(out.pred_masks[:1].float(), size=(height, width), mode="bilinear", align_corners=False)
-        masks[t] = (logits[0, 0] > 0).float().cpu()
-        present[t] = bool(out.object_score_logits.float().flatten()[0] > 0)
+        yield logits[0, 0], bool(out.object_score_logits.float().flatten()[0] > 0)
+
+
+def segment_face(sam: Sam2Model, frames: torch.Tensor, box: torch.Tensor,
+                 points: list[tuple[float, float, int]] = (), device: torch.device | str = "cpu",
+                 progress=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Binary face masks from ``track_logits`` (logit > 0). Returns (masks [T,H,W] float32 {0,1} on
+    the CPU, present [T] bool). ``progress(n)`` is called once per frame."""
+    count, height, width = frames.shape[:3]
+    masks = torch.zeros(count, height, width)
+    present = torch.zeros(count, dtype=torch.bool)
+    for t, (logits, visible) in enumerate(track_logits(sam, frames, box, points, device)):
+        masks[t] = (logits > 0).float().cpu()
+        present[t] = visible
         if progress is not None:
             progress(1)
     return masks, present
