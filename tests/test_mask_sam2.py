@@ -106,23 +106,34 @@ def _frames(count=5):
 
 def test_video_propagation_on_cpu(tiny_files):
     sam = sam2_model.load_sam2(str(tiny_files[0]))
-    frames = _frames(6)
+    frames = _frames(3)
     masks, present = segment_face(sam, frames, torch.tensor([40.0, 30, 80, 70]), points=[(60.0, 50.0, 1)])
-    assert masks.shape == (6, 96, 128) and present.shape == (6,)
+    assert masks.shape == (3, 96, 128) and present.shape == (3,)
     assert set(torch.unique(masks).tolist()) <= {0.0, 1.0}
+
+
+def test_long_videos_keep_only_the_memory_window():
+    from types import SimpleNamespace
+
+    from infinitetalk_lipsync.pipeline.mask.sam2_video import _forget_old
+    outputs = {"cond_frame_outputs": {0: "prompt"}, "non_cond_frame_outputs": {t: t for t in range(1, 100)}}
+    session = SimpleNamespace(output_dict_per_obj={0: outputs}, processed_frames={t: t for t in range(100)})
+    _forget_old(session, 99, keep=17)
+    assert sorted(outputs["non_cond_frame_outputs"]) == list(range(82, 100))
+    assert sorted(session.processed_frames) == [0, 99] and outputs["cond_frame_outputs"] == {0: "prompt"}
 
 
 def test_face_masks_with_sam2_and_fallback(tiny_files):
     sam = sam2_model.load_sam2(str(tiny_files[1]))
-    frames = _frames(4)
+    frames = _frames(3)
     masks, boxes, report = face_masks(frames, sam=sam, box=(40, 30, 80, 70), region="lower_face", dilation=1,
                                       smoothing=1)
-    assert masks.shape == (4, 96, 128)
+    assert masks.shape == (3, 96, 128)
     assert float(masks.min()) >= 0 and float(masks.max()) <= 1
     assert bool((masks.sum(dim=(1, 2)) > 0).all())  # every frame has a mask (SAM2 or the box ellipse)
     # lower face: nothing above the (enlarged) lower-face ellipse of each frame's box, plus the dilation
     top = boxes[:, 1] + (0.80 - 0.42 * 1.15) * (boxes[:, 3] - boxes[:, 1]) - 1 - 1
-    for t in range(4):
+    for t in range(3):
         assert float(masks[t, : int(top[t])].sum()) == 0.0
     assert "SAM2 test-tiny" in report
 
