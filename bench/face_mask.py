@@ -74,7 +74,8 @@ def bench_baselines(frames: int, height: int, width: int) -> list[str]:
     start = time.perf_counter()
     masks, _, _ = face_masks(video, box=box, region="lower_face", dilation=8, smoothing=5)
     s = time.perf_counter() - start
-    lines.append(f"  box ellipse (no SAM2), dilation 8, smoothing 5: {frames / s:8.2f} masks/s ({1000 * s / frames:.1f} ms)")
+    lines.append(f"  box ellipse (no SAM2), dilation 8, smoothing 5: {frames / s:8.2f} masks/s "
+                 f"({1000 * s / frames:.1f} ms)")
     try:
         from pipeline.mask.face_box import detect_faces
         start = time.perf_counter()
@@ -87,7 +88,8 @@ def bench_baselines(frames: int, height: int, width: int) -> list[str]:
     start = time.perf_counter()
     composite(1 - video, video, masks, feather_radius=12, colour_match="lab")
     s = time.perf_counter() - start
-    lines.append(f"  compositor (feather 12, Lab colour match): {frames / s:8.2f} frames/s ({1000 * s / frames:.1f} ms)")
+    lines.append(f"  compositor (feather 12, Lab colour match): {frames / s:8.2f} frames/s "
+                 f"({1000 * s / frames:.1f} ms)")
     return lines
 
 

@@ -1,5 +1,9 @@
-"""A tiny random SAM2 for CPU tests, saved in Meta's key layout (as Meta's .pt and Kijai's
-.safetensors hold it), plus the real SAM2.1 key/shape lists (tests/data, dumped from Meta's code)."""
+"""A miniature SAM2 for CPU tests, saved in Meta's key layout (as Meta's .pt and Kijai's
+.safetensors hold it), plus the real SAM2.1 key/shape lists (tests/data/sam2.1_state_dict_shapes.json,
+dumped from Meta's code: sam2 1.1.0 build_sam2 on the meta device for the 4 sizes).
+
+The miniature is the same architecture that Meta's sam2.1_hiera_t.yaml builds with the hydra overrides
+listed in tests/data/sam2_parity_meta.safetensors' metadata, so the parity golden there applies to it."""
 from __future__ import annotations
 
 import json
@@ -10,14 +14,15 @@ import torch
 
 SHAPES = Path(__file__).resolve().parent / "data" / "sam2.1_state_dict_shapes.json"
 TINY_SIZE = 128
-# Trunk width 16, stages (1,1,2,1); everything else shrunk to 128 channels (memory 64, fixed by
-# transformers), at a 128-pixel input so a frame takes milliseconds on a CPU.
+# Trunk width 16, stages (1,1,2,1); 128 channels elsewhere (memory 64, fixed by transformers; mask-decoder
+# MLP 2048, IoU head 256 and fuser 4x width, fixed by Meta's code), at a 128-pixel input.
 TINY_TRUNK = {
     (16, (1, 1, 2, 1)): dict(
         name="test-tiny", num_attention_heads_per_stage=[1, 1, 1, 1], global_attention_blocks=[3], pos_embed=[4, 4],
         window_size_per_stage=[8, 4, 4, 4], image_size=TINY_SIZE,
         vision=dict(fpn_hidden_size=128, backbone_feature_sizes=[[TINY_SIZE // s] * 2 for s in (4, 8, 16)]),
-        model=dict(image_size=TINY_SIZE, memory_attention_rope_feat_sizes=[TINY_SIZE // 16] * 2, memory_attention_hidden_size=128,
+        model=dict(image_size=TINY_SIZE, memory_attention_rope_feat_sizes=[TINY_SIZE // 16] * 2,
+                   memory_attention_hidden_size=128,
                    memory_attention_num_layers=1, memory_attention_feed_forward_hidden_size=128,
                    memory_encoder_hidden_size=128, mask_downsampler_embed_dim=128, memory_fuser_embed_dim=128,
                    memory_fuser_intermediate_dim=512, memory_fuser_num_layers=1,
@@ -74,7 +79,8 @@ _INVERSE = [  # transformers -> Meta, applied in order (the test checks it again
 def to_meta_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """transformers layout -> Meta layout (the inverse of the pack's conversion, written independently)."""
     out = {}
-    mlp = re.compile(r"^(.*(?:\.mlp|_head|hypernetworks_mlps\.\d+|obj_ptr_proj))\.(proj_in|proj_out|layers\.(\d+))\.(.+)$")
+    mlp = re.compile(r"^(.*(?:\.mlp|_head|hypernetworks_mlps\.\d+|obj_ptr_proj))"
+                     r"\.(proj_in|proj_out|layers\.(\d+))\.(.+)$")
     sizes: dict[str, int] = {}
     for key in sd:
         k = key

@@ -47,8 +47,9 @@ def _transformers():
             version = f" (found transformers {transformers.__version__}, which has no Sam2VideoModel)"
         except ImportError:
             pass
-        raise Sam2UnavailableError(f"SAM2 masks need transformers 4.56 or newer{version}: {TRANSFORMERS_HINT}. "
-                                   f"Without it, leave the sam2 input empty to use the face-box ellipse mask.") from None
+        raise Sam2UnavailableError(
+            f"SAM2 masks need transformers 4.56 or newer{version}: {TRANSFORMERS_HINT}. "
+            f"Without it, leave the sam2 input empty to use the face-box ellipse mask.") from None
     return transformers
 
 
