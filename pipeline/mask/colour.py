@@ -37,32 +37,35 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     return torch.where(lin <= 0.0031308, lin * 12.92, 1.055 * lin.clamp(min=1e-12) ** (1 / 2.4) - 0.055).clamp(0, 1)
 
 
-def match_lab(image: torch.Tensor, image_ref: torch.Tensor, source_ref: torch.Tensor) -> torch.Tensor:
-    """Shift/scale ``image``'s Lab channels so that its reference pixels ``image_ref`` [N,3] get the
-    mean and standard deviation of the source's pixels at the same places, ``source_ref`` [N,3]."""
+def _lab_stats(image_ref: torch.Tensor, source_ref: torch.Tensor) -> torch.Tensor:
+    """[4,3]: Lab mean and std of the generated reference pixels, then of the source's."""
     a, b = rgb_to_lab(image_ref), rgb_to_lab(source_ref)
-    scale = b.std(dim=0) / a.std(dim=0).clamp(min=1e-3)
-    scale = scale.clamp(0.5, 2.0)  # a flat band must not blow up noise
-    lab = (rgb_to_lab(image) - a.mean(dim=0)) * scale + b.mean(dim=0)
-    return lab_to_rgb(lab)
+    return torch.stack([a.mean(dim=0), a.std(dim=0), b.mean(dim=0), b.std(dim=0)])
 
 
-def match_histogram(image: torch.Tensor, image_ref: torch.Tensor, source_ref: torch.Tensor,
-                    bins: int = 256) -> torch.Tensor:
-    """Per RGB channel, map ``image`` through the transfer that takes the histogram of
-    ``image_ref`` [N,3] onto that of ``source_ref`` [N,3]."""
-    out = torch.empty_like(image, dtype=torch.float32)
-    grid = torch.linspace(0, 1, bins, device=image.device)
+def _apply_lab(image: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
+    """Shift/scale ``image``'s Lab channels from the generated statistics to the source's."""
+    scale = (stats[3] / stats[1].clamp(min=1e-3)).clamp(0.5, 2.0)  # a flat band must not blow up noise
+    return lab_to_rgb((rgb_to_lab(image) - stats[0]) * scale + stats[2])
+
+
+def _histogram_lut(image_ref: torch.Tensor, source_ref: torch.Tensor, bins: int = 256) -> torch.Tensor:
+    """[3,bins]: per RGB channel, the quantile-to-quantile map taking ``image_ref``'s histogram onto
+    ``source_ref``'s, sampled on a regular 0..1 grid."""
+    grid = torch.linspace(0, 1, bins, device=image_ref.device)
+    luts = []
     for c in range(3):
         a = torch.sort(image_ref[:, c].float()).values
         b = torch.sort(source_ref[:, c].float()).values
-        q = torch.linspace(0, 1, bins, device=image.device)
-        qa = a[(q * (len(a) - 1)).round().long()]
-        qb = b[(q * (len(b) - 1)).round().long()]
-        # Quantile-to-quantile map sampled on a regular grid, then applied by interpolation.
-        lut = _interp(grid, qa, qb)
-        out[..., c] = _interp(image[..., c].float().clamp(0, 1), grid, lut)
-    return out.clamp(0, 1)
+        qa = a[(grid * (len(a) - 1)).round().long()]
+        qb = b[(grid * (len(b) - 1)).round().long()]
+        luts.append(_interp(grid, qa, qb))
+    return torch.stack(luts)
+
+
+def _apply_lut(image: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
+    grid = torch.linspace(0, 1, lut.shape[1], device=image.device)
+    return torch.stack([_interp(image[..., c].float().clamp(0, 1), grid, lut[c]) for c in range(3)], -1).clamp(0, 1)
 
 
 def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
@@ -75,16 +78,27 @@ def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor
     return f0 + (f1 - f0) * w
 
 
-def match_colours(image: torch.Tensor, source: torch.Tensor, reference: torch.Tensor, mode: str) -> torch.Tensor:
-    """Colour-match one generated frame to the source.
+class ColourMatcher:
+    """Colour-matches generated frames to the source, one frame at a time, in video order.
 
-    image, source: [H,W,3] 0..1; reference: [H,W] bool, the pixels whose statistics are compared
-    (too few of them -> image unchanged). mode: one of COLOUR_MODES."""
-    if mode not in COLOUR_MODES:
-        raise ValueError(f"colour_match '{mode}' is not one of {', '.join(COLOUR_MODES)}.")
-    if mode == "none" or int(reference.sum()) < 16:
-        return image
-    image_ref, source_ref = image[reference], source[reference]
-    if mode == "lab":
-        return match_lab(image, image_ref, source_ref)
-    return match_histogram(image, image_ref, source_ref)
+    mode: one of COLOUR_MODES. The per-frame correction (Lab statistics, or histogram map) is an
+    exponential moving average over frames with weight ``memory`` on the past, so the correction
+    follows lighting changes without flickering from frame to frame."""
+
+    def __init__(self, mode: str, memory: float = 0.5):
+        if mode not in COLOUR_MODES:
+            raise ValueError(f"colour_match '{mode}' is not one of {', '.join(COLOUR_MODES)}.")
+        self.mode, self.memory, self._state = mode, memory, None
+
+    def __call__(self, image: torch.Tensor, source: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """image, source: [H,W,3] 0..1; reference: [H,W] bool, the pixels whose colours are compared
+        (fewer than 16 and no earlier frame -> image unchanged). Returns the matched image."""
+        if self.mode == "none":
+            return image
+        if int(reference.sum()) >= 16:
+            fit = _lab_stats if self.mode == "lab" else _histogram_lut
+            current = fit(image[reference], source[reference])
+            self._state = current if self._state is None else self.memory * self._state + (1 - self.memory) * current
+        if self._state is None:
+            return image
+        return _apply_lab(image, self._state) if self.mode == "lab" else _apply_lut(image, self._state)

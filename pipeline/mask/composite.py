@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .colour import match_colours
+from .colour import ColourMatcher
 from .regions import dilate, feather
 
 
@@ -48,7 +48,7 @@ def composite(generated: torch.Tensor, source: torch.Tensor, masks: torch.Tensor
     generated: IMAGE [Tg,h,w,3] (resized to the source size if it differs); source: IMAGE [Ts,H,W,C];
     masks: MASK [Tm,h',w'] (Tm == 1 -> same mask for every frame; else the last one is held).
     colour_match: "none" | "lab" | "histogram" — the generated frame is first matched to the
-    source over the band inside the mask's border. Returns IMAGE [min(Tg,Ts),H,W,C] float32
+    source over the band inside the mask's border (correction smoothed over frames). Returns IMAGE [min(Tg,Ts),H,W,C] float32
     on the source's device; pixels where the feathered alpha is 0 equal the source exactly.
     ``progress(n)`` is called once per frame.
     """
@@ -60,17 +60,18 @@ def composite(generated: torch.Tensor, source: torch.Tensor, masks: torch.Tensor
     count = min(generated.shape[0], source.shape[0])
     height, width = source.shape[1:3]
     out = source[:count].clone()
+    matcher = ColourMatcher(colour_match)
     for t in range(count):
         mask = resize_masks(masks[min(t, masks.shape[0] - 1)][None], height, width)[0]
         gen = resize_frames(generated[t:t + 1].to(source.device), height, width)[0]
-        blend_frame(out[t], gen, mask.to(source.device), feather_radius, colour_match, erode)
+        blend_frame(out[t], gen, mask.to(source.device), feather_radius, matcher, erode)
         if progress is not None:
             progress(1)
     return out
 
 
 def blend_frame(frame: torch.Tensor, generated: torch.Tensor, mask: torch.Tensor, feather_radius: int,
-                colour_match: str, erode: int) -> None:
+                matcher: ColourMatcher, erode: int) -> None:
     """Blend one generated frame into ``frame`` (a copy of the source frame) in place.
 
     frame: [H,W,C] source pixels, overwritten only where alpha > 0; generated: [H,W,>=3]; mask: [H,W].
@@ -86,7 +87,7 @@ def blend_frame(frame: torch.Tensor, generated: torch.Tensor, mask: torch.Tensor
     alpha, band = blend_weights(mask[y0:y1, x0:x1], feather_radius, erode)
     roi = frame[y0:y1, x0:x1, :3]
     src = roi.float()
-    gen = match_colours(generated[y0:y1, x0:x1, :3].float(), src, band, colour_match)
+    gen = matcher(generated[y0:y1, x0:x1, :3].float(), src, band)
     where = alpha > 0
     a = alpha[where][:, None]
     roi[where] = (src[where] * (1 - a) + gen[where] * a).to(frame.dtype)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .colour import ColourMatcher
 from .composite import blend_frame, resize_frames, resize_masks
 from .regions import check_region, dilate, ellipse_masks
 
@@ -110,6 +111,7 @@ def paste_frames(generated: torch.Tensor, source: torch.Tensor, info: CropInfo, 
     height, width = info.source_size
     count = min(generated.shape[0], source.shape[0], info.rects.shape[0])
     out = source[:count].clone()
+    matcher = ColourMatcher(colour_match)
     for t in range(count):
         x0, y0, x1, y1 = (int(v) for v in info.rects[t])
         if masks is None:
@@ -122,7 +124,7 @@ def paste_frames(generated: torch.Tensor, source: torch.Tensor, info: CropInfo, 
         limit = dilate(limit[None], -(feather_radius + 1))[0]
         canvas = out[t, ..., :3].float().clone()
         canvas[y0:y1, x0:x1] = resize_frames(generated[t:t + 1, ..., :3].to(source.device), y1 - y0, x1 - x0)[0]
-        blend_frame(out[t], canvas, (mask * limit).to(source.device), feather_radius, colour_match, erode)
+        blend_frame(out[t], canvas, (mask * limit).to(source.device), feather_radius, matcher, erode)
         if progress is not None:
             progress(1)
     return out
