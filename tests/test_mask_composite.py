@@ -112,3 +112,19 @@ def test_paste_with_full_mask_and_shorter_generation():
     assert float(out[0, 73, 80].max()) == 0.0  # the generated (black) face is in
     with pytest.raises(ValueError, match="same video"):
         paste_frames(torch.zeros(2, 64, 64, 3), source[:, :100], info)
+
+
+def test_colour_correction_is_steady_and_validated():
+    from infinitetalk_lipsync.pipeline.mask.colour import ColourMatcher
+    with pytest.raises(ValueError, match="none, lab, histogram"):
+        ColourMatcher("rgb")
+    source = _video(6)
+    mask = _mask(6, 160)
+    shifted = (source + 0.05).clamp(0, 1)
+    # One frame's band is corrupted (e.g. a hand passing): the correction of that frame moves only partly.
+    shifted[3, 40:60] = 1.0
+    out = composite(shifted, source, mask, feather_radius=4, colour_match="lab")
+    inside = (mask[0] > 0.5) & (torch.arange(160)[:, None] >= 60)
+    errors = torch.stack([(out[t][inside] - source[t][inside]).mean(dim=0).abs().max() for t in range(6)])
+    assert float(errors[:3].max()) <= 2 / 255
+    assert float(errors[3]) < float((shifted[3][inside] - source[3][inside]).mean(dim=0).abs().max())
