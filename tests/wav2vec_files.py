@@ -69,3 +69,27 @@ def write_single_file(path: Path, *, prefix: bool = True, dtype: torch.dtype = t
         sd = {k[len("wav2vec2."):]: t for k, t in sd.items()}
     save_file({k: t.to(dtype).contiguous() for k, t in sd.items()}, str(path))
     return path
+
+
+def random_model(normalize_input: bool = True, seed: int = 0):
+    """A tiny randomly initialised encoder (no golden files needed)."""
+    from infinitetalk_lipsync.pipeline.audio import Wav2Vec2Config, Wav2Vec2Encoder
+
+    config = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                            conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+    model = Wav2Vec2Encoder(config, normalize_input)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
+    return model.eval()
+
+
+def speech_like(seconds: float, rate: int = 16000, channels: int = 1, seed: int = 0) -> torch.Tensor:
+    """[1, C, T] chirp + noise, about -20 LUFS, like a ComfyUI AUDIO waveform."""
+    generator = torch.Generator().manual_seed(seed)
+    t = torch.arange(int(round(seconds * rate)), dtype=torch.float64) / rate
+    tone = 0.1 * torch.sin(2 * torch.pi * (150 + 400 * t) * t)
+    waves = [tone * (1 + 0.3 * c) + 0.02 * torch.randn(t.shape, generator=generator, dtype=torch.float64)
+             for c in range(channels)]
+    return torch.stack(waves)[None].float()
