@@ -74,15 +74,17 @@ class _ConvLayer(nn.Module):
         # "group" feature norm: one GroupNorm with a group per channel, on the first layer only.
         self.layer_norm = nn.GroupNorm(c_out, c_out, affine=True) if group_norm else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
-        if self.layer_norm is not None:
-            x = self.layer_norm(x)
-        return F.gelu(x)
-
 
 class FeatureExtractor(nn.Module):
-    """The CNN: waveform [B, N] -> features [B, C, T] at sample_rate / prod(strides) (50 Hz)."""
+    """The CNN: waveform [B, N] -> features [B, C, T] at sample_rate / prod(strides) (50 Hz).
+
+    Memory stays bounded for any length: the first layer's per-channel GroupNorm statistics are
+    gathered over the whole clip in a first pass (float64 sums), then output steps are produced
+    ``chunk_steps`` at a time from the input samples they see (outputs equal the one-shot CNN up
+    to float rounding; the one-shot first layer alone would need ~0.4 GB per minute of audio).
+    """
+
+    chunk_steps = 1024
 
     def __init__(self, config: Wav2Vec2Config):
         super().__init__()
@@ -90,12 +92,48 @@ class FeatureExtractor(nn.Module):
         self.conv_layers = nn.ModuleList(
             _ConvLayer(dims[i], dims[i + 1], k, s, config.conv_bias, group_norm=(i == 0))
             for i, (k, s) in enumerate(zip(config.conv_kernel, config.conv_stride)))
+        self.receptive_field, self.stride = 1, 1
+        for k, s in zip(config.conv_kernel, config.conv_stride):
+            self.receptive_field += (k - 1) * self.stride
+            self.stride *= s
+
+    def num_steps(self, num_samples: int) -> int:
+        return max(0, (num_samples - self.receptive_field) // self.stride + 1)
+
+    def _first_layer_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel mean and 1/std of the first conv's output over the whole clip: [B, C, 1] each."""
+        first = self.conv_layers[0].conv
+        k, s = first.kernel_size[0], first.stride[0]
+        steps = (x.shape[-1] - k) // s + 1
+        chunk = self.chunk_steps * self.stride // s
+        total = torch.zeros(x.shape[0], first.out_channels, 1, dtype=torch.float64, device=x.device)
+        squares = torch.zeros_like(total)
+        for a in range(0, steps, chunk):
+            b = min(steps, a + chunk)
+            y = first(x[:, :, a * s:(b - 1) * s + k]).double()
+            total += y.sum(-1, keepdim=True)
+            squares += y.square().sum(-1, keepdim=True)
+        mean = total / steps
+        var = (squares / steps - mean.square()).clamp_min(0)
+        return mean, (var + self.conv_layers[0].layer_norm.eps).rsqrt()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x[:, None]
-        for layer in self.conv_layers:
-            x = layer(x)
-        return x
+        steps = self.num_steps(x.shape[-1])
+        mean, inv_std = self._first_layer_stats(x)
+        norm = self.conv_layers[0].layer_norm
+        scale = (inv_std * norm.weight.double()[:, None])
+        shift = (norm.bias.double()[:, None] - mean * scale).to(x.dtype)
+        scale = scale.to(x.dtype)
+        outputs = []
+        for a in range(0, steps, self.chunk_steps):
+            b = min(steps, a + self.chunk_steps)
+            y = self.conv_layers[0].conv(x[:, :, a * self.stride:(b - 1) * self.stride + self.receptive_field])
+            y = F.gelu(torch.addcmul(shift, y, scale))
+            for layer in self.conv_layers[1:]:
+                y = F.gelu(layer.conv(y))
+            outputs.append(y)
+        return torch.cat(outputs, dim=-1)
 
 
 class FeatureProjection(nn.Module):
@@ -216,11 +254,7 @@ class Wav2Vec2Encoder(nn.Module):
     @property
     def receptive_field(self) -> int:
         """Samples needed for one CNN output step (400 for base)."""
-        field, jump = 1, 1
-        for k, s in zip(self.config.conv_kernel, self.config.conv_stride):
-            field += (k - 1) * jump
-            jump *= s
-        return field
+        return self.feature_extractor.receptive_field
 
     def conv_features(self, input_values: torch.Tensor) -> torch.Tensor:
         """input_values [B, N] -> CNN features [B, T50, C]."""
