@@ -63,7 +63,7 @@ def main() -> None:
     wave = speech(seconds)
     audio = [(wave, 44100)]
 
-    prep = timed(lambda: loudness_normalize(to_mono_16k(wave, 44100)), "cpu", args.repeats)
+    prep = timed(lambda: loudness_normalize(to_mono_16k(wave, 44100)), "cpu", args.repeats + 1)[1:]
     print(f"audio: {seconds:g} s, 44.1 kHz stereo; config hidden {config.hidden_size}, {config.num_hidden_layers} layers")
     print(f"preprocess (down-mix + soxr_hq + pyloudnorm, CPU): median {statistics.median(prep):.3f} s")
 
