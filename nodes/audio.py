@@ -133,6 +133,9 @@ class InfiniteTalkAudioEmbeds:
 
 
 def _audio_input(audio, name: str) -> tuple[torch.Tensor, int]:
+    if audio is None:
+        raise ValueError(f"{name}: no audio arrived (a video without an audio track gives none); "
+                         f"connect LoadAudio or a video that has sound.")
     if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
         raise ValueError(f"{name}: expected an AUDIO value (dict with 'waveform' and 'sample_rate'), "
                          f"got {type(audio).__name__}. Connect LoadAudio or GetVideoComponents.")

@@ -60,3 +60,9 @@ def test_embeds_node_rejects_non_audio():
     handle = Wav2VecHandle(wf.random_model(), torch.device("cpu"), torch.device("cpu"), "tiny")
     with pytest.raises(ValueError, match="audio_2: expected an AUDIO"):
         InfiniteTalkAudioEmbeds().embed(handle, speech_audio(1.0), 25.0, 0.0, 0.0, audio_2=torch.zeros(3))
+
+
+def test_embeds_node_without_audio_track():
+    handle = Wav2VecHandle(wf.random_model(), torch.device("cpu"), torch.device("cpu"), "tiny")
+    with pytest.raises(ValueError, match="audio: no audio arrived"):
+        InfiniteTalkAudioEmbeds().embed(handle, None, 25.0, 0.0, 0.0)

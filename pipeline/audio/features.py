@@ -10,6 +10,7 @@ would change the numbers. Memory is bounded with a memory-efficient attention ke
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +38,22 @@ def embed_track(model: Wav2Vec2Encoder, track: np.ndarray, fps: float, what: str
     values = normalize_input(track) if model.normalize_input else track.astype(np.float32)
     param = next(model.parameters())
     x = torch.from_numpy(values)[None].to(device=param.device, dtype=param.dtype)
-    return model(x, seq_len)[0].float().cpu()
+    with _full_fp32(param.device):
+        return model(x, seq_len)[0].float().cpu()
+
+
+@contextmanager
+def _full_fp32(device: torch.device):
+    """On CUDA, keep fp32 convolutions and matmuls in full fp32 (no TF32), like the official CPU run."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 @dataclass
