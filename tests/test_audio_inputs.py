@@ -124,3 +124,14 @@ def test_second_speaker_silent_track(model):
     single, _ = embed(model, (wave, 16000))
     torch.testing.assert_close(embeds.speakers[0], single.speakers[0], rtol=0, atol=0)
     assert len(embeds.speakers) == 2 and report.loudness_lufs[1] == float("-inf")
+
+
+def test_audio_embeds_contract_checks():
+    from infinitetalk_lipsync.pipeline.audio import AudioEmbeds
+
+    rows = torch.zeros(10, 2, 4)
+    common = dict(fps=25.0, duration_s=0.4, num_frames=10, waveform=torch.zeros(1, 6400), sample_rate=16000)
+    with pytest.raises(ValueError, match="1 or 2 speakers"):
+        AudioEmbeds(speakers=[rows] * 3, **common)
+    with pytest.raises(ValueError, match="same number of frames"):
+        AudioEmbeds(speakers=[rows, rows[:9]], **common)
