@@ -29,7 +29,7 @@ class FakeDiT(torch.nn.Module):
         return out.float()
 
 
-def audio_embeds(lengths, fps=25.0, sample_rate=16000, seed=0, layers=12, dim=768):
+def audio_embeds(lengths, fps=25.0, sample_rate=16000, seed=0, layers=2, dim=16):
     """AudioEmbeds-like object: speakers [L,layers,dim] with per-row distinct values, waveform of the duration."""
     gen = torch.Generator().manual_seed(seed)
     speakers = [torch.randn(n, layers, dim, generator=gen) * 0.1 + torch.arange(n).view(n, 1, 1) * 0.01
@@ -41,7 +41,7 @@ def audio_embeds(lengths, fps=25.0, sample_rate=16000, seed=0, layers=12, dim=76
                            sample_rate=sample_rate)
 
 
-def video(frames, h=32, w=32, seed=0):
+def video(frames, h=16, w=16, seed=0):
     """[frames,h,w,3] 0..1 with a per-frame colour ramp so frame lookups are checkable."""
     gen = torch.Generator().manual_seed(seed)
     base = torch.rand(1, h, w, 3, generator=gen) * 0.5

@@ -12,7 +12,7 @@ from infinitetalk_lipsync.pipeline.sampler.source import Source
 from infinitetalk_lipsync.pipeline.speaker_masks import default_layout
 from sampler_fakes import FakeDiT, audio_embeds, video
 
-H = W = 32
+H = W = 16
 
 
 def _job(lengths=(50,), frames=60, source_fps=25.0, **settings):
