@@ -1,8 +1,14 @@
 """ComfyUI V1 nodes. Each module defines its own NODE_CLASS_MAPPINGS / NODE_DISPLAY_NAME_MAPPINGS;
 this file merges them. Node modules reach ComfyUI only through ``host``."""
-from . import host, sampler
+from . import host
+from . import frame_count
+from . import sampler
 
-_MODULES = (sampler,)
+# One module per line, so that branches adding nodes merge cleanly.
+_MODULES = (
+    frame_count,
+    sampler,
+)
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
