@@ -70,3 +70,18 @@ def test_blocks_and_linears_are_swappable():
     linears = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     # 15 per block + text 2 + time 3 + head 1 + img 2 + audio_proj 4
     assert len(linears) == 40 * 15 + 12
+
+
+def test_meta_model_loads_with_assign_and_runs():
+    """The loader's path: build on meta, assign the checkpoint tensors, run (no host copy of init weights)."""
+    import golden
+    from dit_helpers import case_inputs, tiny_config
+
+    with torch.device("meta"):
+        model = InfiniteTalkDiT(tiny_config())
+    model.load_state_dict(golden.tensors("dit_tiny_weights.safetensors"), strict=True, assign=True)
+    assert not any(t.is_meta for t in list(model.parameters()) + list(model.buffers()))
+    assert model.compute_dtype == torch.float32
+    with torch.no_grad():
+        out = model.eval()(**case_inputs("case0"))
+    golden.assert_close(out, golden.tensors("dit_tiny_cases.safetensors")["case0.out"], what="assign-loaded")

@@ -17,7 +17,7 @@ from .rope import apply_rope
 class BlockInputs:
     """What every block needs besides the hidden state (built once per forward).
 
-    rope: complex64 [S, 1, d/2]; context: [B, 257 + text_len, D] (image tokens first);
+    rope: fp32 [S, 1, d/2, 2] (cos, sin); context: [B, 257 + text_len, D] (image tokens first);
     audio: [B, N_t, N_a, output_dim] audio tokens per latent frame;
     speaker_masks: [3, N_h*N_w] compute-dtype token masks and lrope_rows: int64 [b], the batch
     rows with 2 speakers (L-RoPE); both None when no row has 2 speakers;

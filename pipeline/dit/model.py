@@ -1,8 +1,8 @@
 """InfiniteTalkDiT: Wan 2.1 I2V DiT + InfiniteTalk audio cross-attention, official state-dict names.
 
 Build on ``torch.device("meta")`` to allocate nothing, then load a state dict (``assign=True``)
-or ``to_empty``. The compute dtype follows the weights (``model.to(torch.bfloat16)``) and can
-be overridden with ``model.compute_dtype = ...`` (e.g. for quantised Linears); time embedding,
+or ``to_empty``. The compute dtype follows the weights (that of ``patch_embedding.weight``) and
+can be overridden with ``model.compute_dtype = ...`` (e.g. for quantised Linears); time embedding,
 modulation, gated residuals and head always run in fp32, as in the official model.
 """
 from __future__ import annotations
@@ -38,8 +38,6 @@ class InfiniteTalkDiT(nn.Module):
         self.head = Head(cfg)
         self.img_emb = MLPProj(cfg)
         self.audio_proj = AudioProjModel(cfg)
-        # Follows .to(dtype) / .half() / .bfloat16(); not in the state dict.
-        self.register_buffer("dtype_probe", torch.empty(0), persistent=False)
         self._dtype_override = None
         self._rope_cache: dict = {}
         self.attention_backend = "sdpa"
@@ -48,7 +46,8 @@ class InfiniteTalkDiT(nn.Module):
     # -- configuration -------------------------------------------------------------------------
     @property
     def compute_dtype(self) -> torch.dtype:
-        return self._dtype_override or self.dtype_probe.dtype
+        """The weights' dtype (follows ``.to()`` and ``load_state_dict(assign=True)``) unless set."""
+        return self._dtype_override or self.patch_embedding.weight.dtype
 
     @compute_dtype.setter
     def compute_dtype(self, dtype: torch.dtype | None):
