@@ -1,8 +1,12 @@
 """ComfyUI V1 nodes. Each module defines its own NODE_CLASS_MAPPINGS / NODE_DISPLAY_NAME_MAPPINGS;
 this file merges them. Node modules reach ComfyUI only through ``host``."""
 from . import host
+from . import frame_count
 
-_MODULES = ()
+# One module per line, so that branches adding nodes merge cleanly.
+_MODULES = (
+    frame_count,
+)
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
