@@ -137,8 +137,10 @@ def main():
           f"{' (asked ' + args.attention + ')' if model.attention_backend != args.attention else ''}, "
           f"compile={args.compile}, speakers={args.speakers}, torch {torch.__version__}")
     if args.compile:
+        # One static graph per resolution, shared by the 40 blocks (their weights are graph inputs).
+        torch._dynamo.config.cache_size_limit = max(64, torch._dynamo.config.cache_size_limit)
         for block in model.blocks:
-            block.compile()
+            block.compile(dynamic=False)
     if device.type == "cuda":
         print(f"weights on GPU: {torch.cuda.memory_allocated(device) / 2**30:.1f} GiB")
     print(f"reference (H100, perf-official.md): {REFERENCE}")

@@ -46,8 +46,8 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, rope: torch.Tensor, backend: str):
         """x [B, S, D] -> (out [B, S, D], q, k [B, S, H, d] after RoPE, for the speaker map)."""
         heads = (self.num_heads, -1)
-        q = apply_rope(self.norm_q(self.q(x)).unflatten(-1, heads), rope)
-        k = apply_rope(self.norm_k(self.k(x)).unflatten(-1, heads), rope)
+        q = apply_rope(self.norm_q(self.q(x), torch.float32).unflatten(-1, heads), rope, x.dtype)
+        k = apply_rope(self.norm_k(self.k(x), torch.float32).unflatten(-1, heads), rope, x.dtype)
         v = self.v(x).unflatten(-1, heads)
         out = attention(q, k, v, backend).flatten(-2)
         return self.o(out), q, k

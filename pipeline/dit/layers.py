@@ -36,9 +36,20 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # The official code rounds the normalised value to x's dtype before the weight multiply.
-        return F.rms_norm(x, (x.shape[-1],), None, self.eps) * self.weight.to(x.dtype)
+    def forward(self, x: torch.Tensor, out_dtype: torch.dtype | None = None) -> torch.Tensor:
+        """x [..., D] -> [..., D] in ``out_dtype`` (default x's dtype).
+
+        The official code rounds the normalised value, and then the weighted one, to x's dtype.
+        With ``out_dtype=float32`` the weighted bf16 result is written as fp32 directly (same
+        values, one pass less for the fp32 RoPE that follows).
+        """
+        normed = F.rms_norm(x, (x.shape[-1],), None, self.eps)
+        weight = self.weight.to(x.dtype)
+        if out_dtype is None or out_dtype == x.dtype:
+            return normed * weight
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return (normed * weight).to(out_dtype)
+        return torch.mul(normed, weight, out=torch.empty(normed.shape, dtype=out_dtype, device=normed.device))
 
 
 class Fp32Linear(nn.Linear):

@@ -35,15 +35,16 @@ def video_rope_table(grid: tuple[int, int, int], pairs: tuple[int, int, int], de
     return _rotation(angles).to(device)
 
 
-def apply_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """Rotate x [B, S, H, d] by table [S, 1, d/2, 2] (broadcastable); fp32 math, returns x's dtype."""
+def apply_rope(x: torch.Tensor, table: torch.Tensor, out_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Rotate x [B, S, H, d] by table [S, 1, d/2, 2] (broadcastable) in fp32 -> ``out_dtype`` (default x's)."""
+    out_dtype = out_dtype or x.dtype
     pairs = x.float().unflatten(-1, (-1, 2))
     if torch.compiler.is_compiling():
         cos, sin = table[..., 0], table[..., 1]
         real, imag = pairs[..., 0], pairs[..., 1]
-        return torch.stack([real * cos - imag * sin, imag * cos + real * sin], dim=-1).flatten(-2).to(x.dtype)
+        return torch.stack([real * cos - imag * sin, imag * cos + real * sin], dim=-1).flatten(-2).to(out_dtype)
     rotated = torch.view_as_complex(pairs) * torch.view_as_complex(table)
-    return torch.view_as_real(rotated).flatten(-2).to(x.dtype)
+    return torch.view_as_real(rotated).flatten(-2).to(out_dtype)
 
 
 def lrope_table(positions: torch.Tensor, head_dim: int) -> torch.Tensor:
