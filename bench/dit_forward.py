@@ -105,6 +105,18 @@ def time_forward(model, inputs, device, runs: int) -> tuple[list[float], float]:
     return times, warm
 
 
+def profile_forward(model, inputs, device, label: str, rows: int = 25):
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch.inference_mode(), profile(activities=activities) as prof:
+        model(**inputs)
+        sync(device)
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(f"[{label}] profile of one forward (top {rows} by {key}):")
+    print(prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=70), flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny config on CPU (checks the code path)")
@@ -114,6 +126,8 @@ def main():
     parser.add_argument("--runs", type=int, default=3, help="timed forwards after one warm-up")
     parser.add_argument("--attention", default="sdpa", choices=("sdpa", "flash_attn", "sage"))
     parser.add_argument("--compile", action="store_true", help="torch.compile every block (measured separately)")
+    parser.add_argument("--profile", action="store_true", help="after timing, profile one forward per resolution "
+                        "and print the kernels that take the most device time")
     args = parser.parse_args()
 
     if args.smoke:
@@ -162,6 +176,8 @@ def main():
             line += (f" | peak alloc {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB, "
                      f"reserved {torch.cuda.max_memory_reserved(device) / 2**30:.1f} GiB")
         print(line, flush=True)
+        if args.profile:
+            profile_forward(model, inputs, device, label)
         del inputs
 
 
