@@ -105,6 +105,43 @@ def time_forward(model, inputs, device, runs: int) -> tuple[list[float], float]:
     return times, warm
 
 
+def check_block_numerics(model: InfiniteTalkDiT, device, speakers: int) -> None:
+    """Sanity of this device's kernels: block 0 in the model's dtype vs an fp32 copy, on a small grid."""
+    import copy
+
+    from pipeline.dit.blocks import BlockInputs
+    from pipeline.dit.rope import video_rope_table
+
+    cfg, block = model.config, model.blocks[0]
+    ref_block = copy.deepcopy(block).float()
+    grid = (3, 8, 12)
+    gen = torch.Generator(device=device).manual_seed(2)
+    n = grid[0] * grid[1] * grid[2]
+    x = torch.randn(1, n, cfg.dim, device=device, generator=gen)
+    e0 = 0.1 * torch.randn(1, 6, cfg.dim, device=device, generator=gen)
+    context = torch.randn(1, cfg.clip_tokens + cfg.text_len, cfg.dim, device=device, generator=gen)
+    audio = torch.randn(1, grid[0], cfg.context_tokens * speakers, cfg.output_dim, device=device, generator=gen)
+    masks = rows = None
+    if speakers == 2:
+        masks = torch.zeros(3, grid[1] * grid[2], device=device)
+        masks.view(3, grid[1], grid[2])[0, :, : grid[2] // 2] = 1
+        masks.view(3, grid[1], grid[2])[1, :, grid[2] // 2:] = 1
+        masks[2, : grid[2]] = 1
+        rows = torch.tensor([0], device=device)
+    outs = []
+    for blk, dtype in ((block, model.compute_dtype), (ref_block, torch.float32)):
+        inputs = BlockInputs(rope=video_rope_table(grid, cfg.rope_pairs, device), context=context.to(dtype),
+                             audio=audio.to(dtype), speaker_masks=None if masks is None else masks.to(dtype),
+                             lrope_rows=rows, grid=grid, backend=model.attention_backend)
+        with torch.inference_mode():
+            outs.append(blk(x.to(dtype), e0, inputs).float())
+    rel = ((outs[0] - outs[1]).norm() / outs[1].norm()).item()
+    verdict = "ok" if rel < 3e-2 else "SUSPICIOUS (expected < 3e-2 for bf16 rounding)"
+    print(f"block check ({speakers} speaker(s), {model.compute_dtype} vs fp32 copy, attention "
+          f"{model.attention_backend}): relative error {rel:.2e} -> {verdict}", flush=True)
+    del ref_block
+
+
 def profile_forward(model, inputs, device, label: str, rows: int = 25):
     from torch.profiler import ProfilerActivity, profile
 
@@ -131,7 +168,7 @@ def main():
     args = parser.parse_args()
 
     if args.smoke:
-        cfg, device, dtype = SMOKE, torch.device("cpu"), torch.float32
+        cfg, device, dtype = SMOKE, torch.device("cpu"), torch.bfloat16  # the GPU dtype path
         sizes = {"smoke": (64, 48)}
         frames = 9
     else:
@@ -150,6 +187,7 @@ def main():
           f"{time.perf_counter() - start:.1f} s; attention={model.attention_backend}"
           f"{' (asked ' + args.attention + ')' if model.attention_backend != args.attention else ''}, "
           f"compile={args.compile}, speakers={args.speakers}, torch {torch.__version__}")
+    check_block_numerics(model, device, args.speakers)
     if args.compile:
         # One static graph per resolution, shared by the 40 blocks (their weights are graph inputs).
         torch._dynamo.config.cache_size_limit = max(64, torch._dynamo.config.cache_size_limit)
