@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.dit import WAN_I2V_14B, DiTConfig, InfiniteTalkDiT, count_parameters  # noqa: E402
+from pipeline.dit import WAN_I2V_14B, DiTConfig, InfiniteTalkDiT, count_parameters, fused  # noqa: E402
 
 ROOFLINE_TFLOPS = 790.0
 RESOLUTIONS = {"480p": (832, 480), "720p": (1280, 720)}
@@ -163,6 +163,8 @@ def main():
     parser.add_argument("--runs", type=int, default=3, help="timed forwards after one warm-up")
     parser.add_argument("--attention", default="sdpa", choices=("sdpa", "flash_attn", "sage"))
     parser.add_argument("--compile", action="store_true", help="torch.compile every block (measured separately)")
+    parser.add_argument("--no-triton", action="store_true", help="eager RMSNorm+RoPE instead of the fused Triton "
+                        "kernel (A/B baseline)")
     parser.add_argument("--profile", action="store_true", help="after timing, profile one forward per resolution "
                         "and print the kernels that take the most device time")
     args = parser.parse_args()
@@ -179,6 +181,7 @@ def main():
         frames = args.frames
         torch.backends.cuda.matmul.allow_tf32 = False
 
+    fused.ENABLED = not args.no_triton
     start = time.perf_counter()
     model = build_model(cfg, device, dtype, args.attention)
     sync(device)
@@ -186,7 +189,9 @@ def main():
           f"({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), built in "
           f"{time.perf_counter() - start:.1f} s; attention={model.attention_backend}"
           f"{' (asked ' + args.attention + ')' if model.attention_backend != args.attention else ''}, "
-          f"compile={args.compile}, speakers={args.speakers}, torch {torch.__version__}")
+          f"compile={args.compile}, fused RMSNorm+RoPE="
+          f"{fused.ENABLED and fused.triton is not None and device.type == 'cuda'}, speakers={args.speakers}, "
+          f"torch {torch.__version__}")
     check_block_numerics(model, device, args.speakers)
     if args.compile:
         # One static graph per resolution, shared by the 40 blocks (their weights are graph inputs).

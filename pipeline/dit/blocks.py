@@ -10,7 +10,7 @@ from .attention import attention
 from .audio import AudioCrossAttention, reference_attention_map, speaker_positions
 from .config import DiTConfig
 from .layers import LayerNorm, RMSNorm, gated_add, modulate
-from .rope import apply_rope
+from .fused import norm_rope
 
 
 @dataclass
@@ -45,10 +45,9 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, rope: torch.Tensor, backend: str):
         """x [B, S, D] -> (out [B, S, D], q, k [B, S, H, d] after RoPE, for the speaker map)."""
-        heads = (self.num_heads, -1)
-        q = apply_rope(self.norm_q(self.q(x), torch.float32).unflatten(-1, heads), rope, x.dtype)
-        k = apply_rope(self.norm_k(self.k(x), torch.float32).unflatten(-1, heads), rope, x.dtype)
-        v = self.v(x).unflatten(-1, heads)
+        q = norm_rope(self.q(x), self.norm_q, rope, self.num_heads)
+        k = norm_rope(self.k(x), self.norm_k, rope, self.num_heads)
+        v = self.v(x).unflatten(-1, (self.num_heads, -1))
         out = attention(q, k, v, backend).flatten(-2)
         return self.o(out), q, k
 
