@@ -59,7 +59,7 @@ def probe(model: nn.Module, seed=0) -> dict:
     for name, mod in model.named_modules():
         if hasattr(mod, "in_features") and hasattr(mod, "out_features"):
             x = _input(name, mod.in_features, seed)
-            out[name] = mod(x).float()
+            out[name] = mod(x.to(mod.weight.dtype) if isinstance(mod, nn.Linear) else x).float()
     for name, t in list(model.named_parameters()) + list(model.named_buffers()):
         owner = name.rsplit(".", 1)[0]
         if owner not in out and t.is_floating_point():
