@@ -142,7 +142,6 @@ def read_lora(path, strength: float, param_shapes: dict) -> LoRAResult:
     if not groups:
         raise CheckpointError(path, "not a LoRA file (no lora_down/lora_up/lora_A/lora_B/diff keys)",
                               keys=sorted(ckpt.keys())[:5], fix="choose a LoRA from models/loras")
-    result.unmatched.extend(foreign)
     wrong = []
     for module, parts in sorted(groups.items()):
         target = resolve(module)
@@ -181,12 +180,13 @@ def read_lora(path, strength: float, param_shapes: dict) -> LoRAResult:
                     wrong.append(f"{key} {tuple(diff.shape)} vs {param} {shape}")
                     continue
                 result.patches.setdefault(param, []).append(Patch(strength, diff=diff))
+    result.unmatched = sorted(ckpt.original_key(k) for k in result.unmatched + foreign)
     if wrong:
         raise CheckpointError(path, "LoRA shapes do not fit this model (a LoRA for another model or size?)",
                               keys=wrong, fix="use a LoRA made for Wan 2.1 I2V 14B (e.g. lightx2v I2V 14B, FusionX I2V)")
     if not result.patches:
         raise CheckpointError(path, "this LoRA matches no weight of the model (a LoRA for another model?)",
-                              keys=sorted(result.unmatched), expected="keys such as "
+                              keys=result.unmatched, expected="keys such as "
                               "diffusion_model.blocks.0.self_attn.q.lora_down.weight",
                               fix="use a LoRA made for Wan 2.1 I2V 14B")
     return result

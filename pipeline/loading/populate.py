@@ -138,7 +138,7 @@ def populate(model: nn.Module, sources, *, compute_dtype, placement, loras=(), l
                             compute_dtype, stack, scaled_mm=fp8_scaled_mm and value.fp8_matmul_ok)
             kinds[f"fp8 {str(value.weight.dtype).split('.')[-1]}" + (" scaled" if value.scale is not None else "")] += 1
         elif stack is not None and lora_mode == "on_the_fly":
-            new = FloatLinear(value.to(device=device, dtype=compute_dtype), bias, compute_dtype, stack)
+            new = FloatLinear(value.to(device), bias, compute_dtype, stack)  # file dtype: deltas add to the unrounded weight
             kinds["float + on-the-fly LoRA"] += 1
         else:
             mod.weight = nn.Parameter(_finish(value, wpatches, device, compute_dtype), requires_grad=False)

@@ -120,7 +120,7 @@ class Fp8Linear(PatchedLinear):
 
 
 class FloatLinear(PatchedLinear):
-    """weight: float [out, in] (any float dtype), used when LoRAs are applied on the fly."""
+    """weight: float [out, in] as stored in the file, used when LoRAs are applied on the fly."""
 
     def __init__(self, weight, bias, compute_dtype, patches=None):
         super().__init__(weight.shape[1], weight.shape[0], bias, compute_dtype, patches)

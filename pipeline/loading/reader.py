@@ -94,6 +94,10 @@ class Checkpoint:
     def __len__(self) -> int:
         return len(self._names)
 
+    def original_key(self, key: str) -> str:
+        """The key as spelled in the file (with its prefix)."""
+        return self._names[key]
+
     def shape(self, key: str) -> tuple:
         return tuple(self._entries[self._names[key]][1])
 
