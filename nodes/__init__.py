@@ -1,8 +1,8 @@
 """ComfyUI V1 nodes. Each module defines its own NODE_CLASS_MAPPINGS / NODE_DISPLAY_NAME_MAPPINGS;
 this file merges them. Node modules reach ComfyUI only through ``host``."""
-from . import host
+from . import host, loader
 
-_MODULES = ()
+_MODULES = (loader,)
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}

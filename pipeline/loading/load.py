@@ -85,7 +85,7 @@ def _dtype(d) -> torch.dtype:
 
 def load_dit(base_path, infinitetalk_path=None, *, compute_dtype=torch.bfloat16, fp8_mode="upcast", loras=(),
              device=None, offload_device="cpu", blocks_to_swap=0, attention="sdpa", lora_mode="merge",
-             num_heads=None, model_builder=build_model):
+             num_heads=None, model_builder=None):
     """Load the base Wan 2.1 I2V DiT and the InfiniteTalk adapter into one model.
 
     loras: [(path, strength)]; device: compute device (default cuda if available);
@@ -114,7 +114,7 @@ def load_dit(base_path, infinitetalk_path=None, *, compute_dtype=torch.bfloat16,
         raise CheckpointError(base_path, "no InfiniteTalk file given and the base model has no audio modules",
                               fix="select the InfiniteTalk single or multi file in the loader")
 
-    model = model_builder(derive_config(binfo.dims, ainfo.dims if ainfo else None, num_heads))
+    model = (model_builder or build_model)(derive_config(binfo.dims, ainfo.dims if ainfo else None, num_heads))
     n_blocks = len(model.blocks)
     if not 0 <= blocks_to_swap <= n_blocks:
         raise ValueError(f"blocks_to_swap must be between 0 and {n_blocks}, got {blocks_to_swap}")
