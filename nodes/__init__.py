@@ -1,8 +1,14 @@
 """ComfyUI V1 nodes. Each module defines its own NODE_CLASS_MAPPINGS / NODE_DISPLAY_NAME_MAPPINGS;
 this file merges them. Node modules reach ComfyUI only through ``host``."""
-from . import host, loader
+from . import host
+from . import frame_count
+from . import loader
 
-_MODULES = (loader,)
+# One module per line, so that branches adding nodes merge cleanly.
+_MODULES = (
+    frame_count,
+    loader,
+)
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}

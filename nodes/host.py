@@ -18,8 +18,9 @@ try:  # ComfyUI is present when this pack is loaded from custom_nodes/.
     import comfy.model_management as _mm
     import comfy.utils as _cutils
     import folder_paths as _fp
+    from comfy.cli_args import args as _args
 except ImportError:  # tests, CLI
-    _mm = _cutils = _fp = None
+    _mm = _cutils = _fp = _args = None
 
 IN_COMFY = _mm is not None
 
@@ -84,7 +85,8 @@ class Progress:
         In ComfyUI every update is also an interrupt check (the host's global hook)."""
         self.value = min(self.total, self.value + n)
         if self._bar is not None:
-            self._bar.update_absolute(self.value, self.total, ("JPEG", preview, 512) if preview is not None else None)
+            shown = None if preview is None else ("JPEG", preview, getattr(_args, "preview_size", 512))
+            self._bar.update_absolute(self.value, self.total, shown)
 
 
 def register_model_folders() -> None:
@@ -122,12 +124,27 @@ def model_path(folder: str, name: str) -> str:
     return name
 
 
+def executing_node_id() -> str | None:
+    """Id of the node ComfyUI is running now (None outside ComfyUI or between nodes)."""
+    if not IN_COMFY:
+        return None
+    try:
+        from comfy_execution.utils import get_executing_context
+    except ImportError:  # ComfyUI before the executing context existed
+        return None
+    context = get_executing_context()
+    return None if context is None else context.node_id
+
+
 def show_text(node_id: str | None, text: str) -> None:
-    """Show ``text`` on the node while it runs (ComfyUI's progress-text channel)."""
+    """Show ``text`` on node ``node_id`` (None: the running node) while it runs, via ComfyUI's
+    progress-text channel; it is also logged. To keep text on the node after the run, a node
+    returns ``{"ui": {"text": [text]}, "result": ...}`` as well (js/show_text.js displays it)."""
     log.info(text)
+    node_id = node_id if node_id is not None else executing_node_id()
     if IN_COMFY and node_id is not None:
         try:
             from server import PromptServer
             PromptServer.instance.send_progress_text(text, node_id)
-        except (ImportError, AttributeError):
+        except (ImportError, AttributeError):  # no server (ComfyUI used as a library)
             pass
