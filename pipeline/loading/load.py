@@ -64,7 +64,7 @@ def derive_config(base_dims: dict, audio_dims: dict | None, num_heads: int | Non
 
 def build_model(cfg: dict):
     """InfiniteTalkDiT on the meta device (no memory), the 14B constants for everything not derived."""
-    from ..dit import WAN_I2V_14B, InfiniteTalkDiT
+    from ..dit import WAN_I2V_14B, InfiniteTalkDiT  # imported here: detection and tests need no DiT
 
     names = {f.name for f in dataclasses.fields(WAN_I2V_14B)}
     config = dataclasses.replace(WAN_I2V_14B, **{k: v for k, v in cfg.items() if k in names})
@@ -143,8 +143,8 @@ def load_dit(base_path, infinitetalk_path=None, *, compute_dtype=torch.bfloat16,
             if entry["applied"]:
                 entry["mode"] = "on the fly for quantised weights" + (", merged into float ones" if lora_mode == "merge" else "")
     block_swap_mod.install(model, blocks_to_swap, device)
-    if hasattr(model, "attention_backend"):
-        model.attention_backend = attention
+    if hasattr(model, "set_attention_backend"):
+        attention = model.set_attention_backend(attention)  # falls back to sdpa (with a warning) if unavailable
     model.eval().requires_grad_(False)
     report = LoadReport(
         base_file=base.name, family=binfo.family, variant=binfo.variant, base_quant=binfo.quant.label,
