@@ -4,12 +4,14 @@ from . import host
 from . import audio
 from . import frame_count
 from . import sampler
+from . import loader
 
 # One module per line, so that branches adding nodes merge cleanly.
 _MODULES = (
     audio,
     frame_count,
     sampler,
+    loader,
 )
 
 NODE_CLASS_MAPPINGS = {}
