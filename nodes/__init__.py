@@ -3,15 +3,17 @@ this file merges them. Node modules reach ComfyUI only through ``host``."""
 from . import host
 from . import audio
 from . import frame_count
-from . import sampler
 from . import loader
+from . import mask
+from . import sampler
 
 # One module per line, so that branches adding nodes merge cleanly.
 _MODULES = (
     audio,
     frame_count,
-    sampler,
     loader,
+    mask,
+    sampler,
 )
 
 NODE_CLASS_MAPPINGS = {}
