@@ -12,7 +12,7 @@ from ..pipeline.mask.colour import COLOUR_MODES
 from ..pipeline.mask.composite import composite, resize_masks
 from ..pipeline.mask.crop import CROP_INFO_TYPE, crop_frames, paste_frames, plan_crop
 from ..pipeline.mask.face_box import boxes_from_mask, parse_box, parse_points, track_faces
-from ..pipeline.mask.face_mask import face_masks
+from ..pipeline.mask.face_mask import CHUNK, face_masks
 from ..pipeline.mask.regions import REGIONS, ellipse_masks
 from ..pipeline.mask.sam2_model import load_sam2
 
@@ -170,10 +170,14 @@ class InfiniteTalkFaceCrop:
             boxes, paste_region = track_faces(images, detect_every=detect_every), region
         info = plan_crop(boxes, h, w, width, height, padding=padding, window=window, region=paste_region)
         crops = crop_frames(images, info)
-        full = resize_masks(mask if mask is not None else ellipse_masks(boxes, h, w, region), h, w)
-        if full.shape[0] < count:  # one mask (or a short batch): hold the last one
-            full = torch.cat([full, full[-1:].expand(count - full.shape[0], h, w)])
-        crop_mask = crop_frames(full[:count, :, :, None], info)[..., 0]
+        crop_mask = torch.empty(count, height, width)
+        for s in range(0, count, CHUNK):  # a few frames at a time: no full-resolution copy of a long clip
+            stop = min(s + CHUNK, count)
+            if mask is None:
+                part = ellipse_masks(boxes[s:stop], h, w, region)
+            else:  # one mask (or a short batch): hold the last one
+                part = mask[[min(t, mask.shape[0] - 1) for t in range(s, stop)]]
+            crop_mask[s:stop] = crop_frames(resize_masks(part, h, w)[..., None], info.frames(s, stop))[..., 0]
         return crops, info, crop_mask
 
 

@@ -33,6 +33,10 @@ class CropInfo:
     boxes: torch.Tensor
     region: str = "face"
 
+    def frames(self, start: int, stop: int) -> "CropInfo":
+        """The plan of frames [start, stop) only (to crop a long video piece by piece)."""
+        return CropInfo(self.source_size, self.target_size, self.rects[start:stop], self.boxes[start:stop], self.region)
+
 
 def _snap16(value: float, limit: int) -> int:
     """Round up to a multiple of 16, but never past ``limit`` (then the largest multiple that fits)."""
@@ -76,7 +80,7 @@ def plan_crop(boxes: torch.Tensor, height: int, width: int, target_width: int, t
 
 
 def crop_frames(frames: torch.Tensor, info: CropInfo) -> torch.Tensor:
-    """IMAGE [T,H,W,C] -> crops [T,h,w,C] at the target size (one window of frames at a time)."""
+    """IMAGE [T,H,W,C] -> crops [T,h,w,C] at the target size (16 frames at a time)."""
     if tuple(frames.shape[1:3]) != tuple(info.source_size) or frames.shape[0] != info.rects.shape[0]:
         raise ValueError(f"the video ({frames.shape[0]} frames of {frames.shape[2]}x{frames.shape[1]}) is not the "
                          f"one this crop was planned for ({info.rects.shape[0]} frames of "
@@ -84,7 +88,9 @@ def crop_frames(frames: torch.Tensor, info: CropInfo) -> torch.Tensor:
     th, tw = info.target_size
     out = torch.empty(frames.shape[0], th, tw, frames.shape[3], dtype=torch.float32, device=frames.device)
     for start, stop, (x0, y0, x1, y1) in _segments(info.rects):
-        out[start:stop] = resize_frames(frames[start:stop, y0:y1, x0:x1].float(), th, tw)
+        for s in range(start, stop, 16):  # bounded temporaries on long clips
+            e = min(s + 16, stop)
+            out[s:e] = resize_frames(frames[s:e, y0:y1, x0:x1].float(), th, tw)
     return out
 
 

@@ -11,18 +11,20 @@ from typing import Callable
 import torch
 
 from .face_box import boxes_from_mask, track_faces
-from .regions import check_region, dilate, ellipse_masks, restrict_to_region, temporal_smooth
+from .regions import check_region, dilate, ellipse_masks, restrict_to_region, temporal_smooth_
+
+CHUNK = 16  # frames processed together by the per-frame steps (bounds the temporaries)
 
 
 def _follow(box: torch.Tensor, masks: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
     """Move a frame-0 box with the segmented face: shift by the mask centroid's motion. -> [T,4]."""
     count, height, width = masks.shape
-    ys = torch.arange(height, dtype=torch.float32)[None, :, None]
-    xs = torch.arange(width, dtype=torch.float32)[None, None, :]
+    ys = torch.arange(height, dtype=torch.float32)
+    xs = torch.arange(width, dtype=torch.float32)
     area = masks.sum(dim=(1, 2))
     valid = present & (area > 0)
-    cx = (masks * xs).sum(dim=(1, 2)) / area.clamp(min=1)
-    cy = (masks * ys).sum(dim=(1, 2)) / area.clamp(min=1)
+    cx = (masks.sum(dim=1) * xs).sum(dim=1) / area.clamp(min=1)
+    cy = (masks.sum(dim=2) * ys).sum(dim=1) / area.clamp(min=1)
     centre = torch.stack([cx, cy], dim=1)
     if not bool(valid.any()):
         return box[None].expand(count, 4).clone()
@@ -63,7 +65,9 @@ def face_masks(frames: torch.Tensor, *, sam=None, user_mask: torch.Tensor | None
         boxes = track_faces(frames, detect_every=detect_every, progress=update)
         source = "OpenCV face detection"
     if sam is None:
-        masks = ellipse_masks(boxes, height, width, region)
+        masks = torch.empty(count, height, width)
+        for s in range(0, count, CHUNK):
+            masks[s:s + CHUNK] = dilate(ellipse_masks(boxes[s:s + CHUNK], height, width, region), dilation)
         report = f"{count} frames: {region} ellipse from {source} (no SAM2 model connected)."
     else:
         from .sam2_video import segment_face
@@ -71,10 +75,11 @@ def face_masks(frames: torch.Tensor, *, sam=None, user_mask: torch.Tensor | None
         if static:
             boxes = _follow(boxes[0], masks, present)
         lost = ~present | (masks.sum(dim=(1, 2)) == 0)
-        masks = restrict_to_region(masks, boxes, region)
-        if bool(lost.any()):
-            masks[lost] = ellipse_masks(boxes[lost], height, width, region)
+        for s in range(0, count, CHUNK):
+            part, gone = restrict_to_region(masks[s:s + CHUNK], boxes[s:s + CHUNK], region), lost[s:s + CHUNK]
+            if bool(gone.any()):
+                part[gone] = ellipse_masks(boxes[s:s + CHUNK][gone], height, width, region)
+            masks[s:s + CHUNK] = dilate(part, dilation)
         report = (f"{count} frames: SAM2 {sam.name} {region} mask prompted by {source}; "
                   f"{int(lost.sum())} frame(s) where SAM2 lost the face use the box ellipse.")
-    masks = temporal_smooth(dilate(masks, dilation), smoothing)
-    return masks.clamp(0, 1), boxes, report
+    return temporal_smooth_(masks, smoothing).clamp_(0, 1), boxes, report

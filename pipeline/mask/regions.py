@@ -75,21 +75,28 @@ def dilate(masks: torch.Tensor, pixels: int) -> torch.Tensor:
     return (-x if pixels < 0 else x)[:, 0]
 
 
-def temporal_smooth(masks: torch.Tensor, window: int) -> torch.Tensor:
-    """Centred moving average over ``window`` frames (edges replicated): removes frame-to-frame
-    flicker of a segmentation while following real motion. [T,H,W] -> [T,H,W]."""
+def temporal_smooth_(masks: torch.Tensor, window: int) -> torch.Tensor:
+    """In place: centred moving average over ``window`` frames (edges replicated), which removes
+    frame-to-frame flicker of a segmentation while following real motion. [T,H,W] float, returned.
+
+    A running sum plus the last window//2 + 1 original frames: extra memory is a few frames however
+    long the video is."""
     if window <= 1 or masks.shape[0] <= 1:
         return masks
-    half = window // 2
-    out = torch.empty_like(masks, dtype=torch.float32)
-    # A running sum keeps memory at one extra frame however long the video is.
-    count = masks.shape[0]
-    idx = lambda t: min(max(t, 0), count - 1)  # noqa: E731
-    acc = sum(masks[idx(t)].float() for t in range(-half, half + 1))
+    half, count = window // 2, masks.shape[0]
+    originals: dict[int, torch.Tensor] = {}
+
+    def original(t: int) -> torch.Tensor:
+        t = min(max(t, 0), count - 1)
+        return originals[t] if t in originals else masks[t]
+
+    acc = sum(original(t).float() for t in range(-half, half + 1))
     for t in range(count):
-        out[t] = acc / (2 * half + 1)
-        acc = acc - masks[idx(t - half)].float() + masks[idx(t + half + 1)].float()
-    return out
+        originals[t] = masks[t].clone()
+        originals.pop(t - half - 1, None)
+        masks[t] = acc / (2 * half + 1)
+        acc = acc - original(t - half).float() + original(t + half + 1).float()
+    return masks
 
 
 def feather(masks: torch.Tensor, radius: int) -> torch.Tensor:
