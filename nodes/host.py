@@ -28,6 +28,10 @@ IN_COMFY = _mm is not None
 PACK_FOLDERS = {
     "wav2vec2": ("wav2vec2", {".safetensors", ".bin", ".pt", ".pth", ".json"}, ("audio_encoders",)),
     "sam2": ("sam2", {".safetensors", ".pt", ".pth"}, ()),
+    # DiT files incl. GGUF: the core diffusion_models/unet folders (+ model_patches, where Comfy-Org's
+    # InfiniteTalk files live) listed with .gguf, without changing what core loaders list.
+    "infinitetalk_dit": ("diffusion_models", {".safetensors", ".sft", ".gguf", ".pt", ".pth", ".bin"},
+                         ("diffusion_models", "model_patches")),
 }
 
 
@@ -144,3 +148,9 @@ def show_text(node_id: str | None, text: str) -> None:
             PromptServer.instance.send_progress_text(text, node_id)
         except (ImportError, AttributeError):  # no server (ComfyUI used as a library)
             pass
+
+
+def load_model(patcher) -> None:
+    """Make sure a host-managed model (e.g. a CLIP vision patcher) is on its compute device."""
+    if IN_COMFY:
+        _mm.load_model_gpu(patcher)
