@@ -79,6 +79,7 @@ def test_pack_model_folders_registered(comfy_server):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"")
     assert {"wav2vec2", "sam2"} <= set(comfy_server.get("/models"))
-    assert sorted(comfy_server.get("/models/wav2vec2")) == ["chinese-wav2vec2-base/model.safetensors",
-                                                            "wav2vec2_fp16.safetensors"]
-    assert comfy_server.get("/models/sam2") == ["sam2.1_hiera_tiny.safetensors"]
+    # the session's server is shared: other tests may have put more files there
+    assert {"chinese-wav2vec2-base/model.safetensors", "wav2vec2_fp16.safetensors"} <= set(
+        comfy_server.get("/models/wav2vec2"))
+    assert "sam2.1_hiera_tiny.safetensors" in comfy_server.get("/models/sam2")
