@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.dit import WAN_I2V_14B, DiTConfig, InfiniteTalkDiT, count_parameters  # noqa: E402
+from pipeline.dit import WAN_I2V_14B, DiTConfig, InfiniteTalkDiT, count_parameters, fused  # noqa: E402
 
 ROOFLINE_TFLOPS = 790.0
 RESOLUTIONS = {"480p": (832, 480), "720p": (1280, 720)}
@@ -105,6 +105,55 @@ def time_forward(model, inputs, device, runs: int) -> tuple[list[float], float]:
     return times, warm
 
 
+def check_block_numerics(model: InfiniteTalkDiT, device, speakers: int) -> None:
+    """Sanity of this device's kernels: block 0 in the model's dtype vs an fp32 copy, on a small grid."""
+    import copy
+
+    from pipeline.dit.blocks import BlockInputs
+    from pipeline.dit.rope import video_rope_table
+
+    cfg, block = model.config, model.blocks[0]
+    ref_block = copy.deepcopy(block).float()
+    grid = (3, 8, 12)
+    gen = torch.Generator(device=device).manual_seed(2)
+    n = grid[0] * grid[1] * grid[2]
+    x = torch.randn(1, n, cfg.dim, device=device, generator=gen)
+    e0 = 0.1 * torch.randn(1, 6, cfg.dim, device=device, generator=gen)
+    context = torch.randn(1, cfg.clip_tokens + cfg.text_len, cfg.dim, device=device, generator=gen)
+    audio = torch.randn(1, grid[0], cfg.context_tokens * speakers, cfg.output_dim, device=device, generator=gen)
+    masks = rows = None
+    if speakers == 2:
+        masks = torch.zeros(3, grid[1] * grid[2], device=device)
+        masks.view(3, grid[1], grid[2])[0, :, : grid[2] // 2] = 1
+        masks.view(3, grid[1], grid[2])[1, :, grid[2] // 2:] = 1
+        masks[2, : grid[2]] = 1
+        rows = torch.tensor([0], device=device)
+    outs = []
+    for blk, dtype in ((block, model.compute_dtype), (ref_block, torch.float32)):
+        inputs = BlockInputs(rope=video_rope_table(grid, cfg.rope_pairs, device), context=context.to(dtype),
+                             audio=audio.to(dtype), speaker_masks=None if masks is None else masks.to(dtype),
+                             lrope_rows=rows, grid=grid, backend=model.attention_backend)
+        with torch.inference_mode():
+            outs.append(blk(x.to(dtype), e0, inputs).float())
+    rel = ((outs[0] - outs[1]).norm() / outs[1].norm()).item()
+    verdict = "ok" if rel < 3e-2 else "SUSPICIOUS (expected < 3e-2 for bf16 rounding)"
+    print(f"block check ({speakers} speaker(s), {model.compute_dtype} vs fp32 copy, attention "
+          f"{model.attention_backend}): relative error {rel:.2e} -> {verdict}", flush=True)
+    del ref_block
+
+
+def profile_forward(model, inputs, device, label: str, rows: int = 25):
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch.inference_mode(), profile(activities=activities) as prof:
+        model(**inputs)
+        sync(device)
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(f"[{label}] profile of one forward (top {rows} by {key}):")
+    print(prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=70), flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny config on CPU (checks the code path)")
@@ -114,10 +163,14 @@ def main():
     parser.add_argument("--runs", type=int, default=3, help="timed forwards after one warm-up")
     parser.add_argument("--attention", default="sdpa", choices=("sdpa", "flash_attn", "sage"))
     parser.add_argument("--compile", action="store_true", help="torch.compile every block (measured separately)")
+    parser.add_argument("--no-triton", action="store_true", help="eager RMSNorm+RoPE instead of the fused Triton "
+                        "kernel (A/B baseline)")
+    parser.add_argument("--profile", action="store_true", help="after timing, profile one forward per resolution "
+                        "and print the kernels that take the most device time")
     args = parser.parse_args()
 
     if args.smoke:
-        cfg, device, dtype = SMOKE, torch.device("cpu"), torch.float32
+        cfg, device, dtype = SMOKE, torch.device("cpu"), torch.bfloat16  # the GPU dtype path
         sizes = {"smoke": (64, 48)}
         frames = 9
     else:
@@ -128,6 +181,7 @@ def main():
         frames = args.frames
         torch.backends.cuda.matmul.allow_tf32 = False
 
+    fused.ENABLED = not args.no_triton
     start = time.perf_counter()
     model = build_model(cfg, device, dtype, args.attention)
     sync(device)
@@ -135,10 +189,15 @@ def main():
           f"({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), built in "
           f"{time.perf_counter() - start:.1f} s; attention={model.attention_backend}"
           f"{' (asked ' + args.attention + ')' if model.attention_backend != args.attention else ''}, "
-          f"compile={args.compile}, speakers={args.speakers}, torch {torch.__version__}")
+          f"compile={args.compile}, fused RMSNorm+RoPE="
+          f"{fused.ENABLED and fused.triton is not None and device.type == 'cuda'}, speakers={args.speakers}, "
+          f"torch {torch.__version__}")
+    check_block_numerics(model, device, args.speakers)
     if args.compile:
+        # One static graph per resolution, shared by the 40 blocks (their weights are graph inputs).
+        torch._dynamo.config.cache_size_limit = max(64, torch._dynamo.config.cache_size_limit)
         for block in model.blocks:
-            block.compile()
+            block.compile(dynamic=False)
     if device.type == "cuda":
         print(f"weights on GPU: {torch.cuda.memory_allocated(device) / 2**30:.1f} GiB")
     print(f"reference (H100, perf-official.md): {REFERENCE}")
@@ -160,6 +219,8 @@ def main():
             line += (f" | peak alloc {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB, "
                      f"reserved {torch.cuda.max_memory_reserved(device) / 2**30:.1f} GiB")
         print(line, flush=True)
+        if args.profile:
+            profile_forward(model, inputs, device, label)
         del inputs
 
 

@@ -148,3 +148,9 @@ def show_text(node_id: str | None, text: str) -> None:
             PromptServer.instance.send_progress_text(text, node_id)
         except (ImportError, AttributeError):  # no server (ComfyUI used as a library)
             pass
+
+
+def load_model(patcher) -> None:
+    """Make sure a host-managed model (e.g. a CLIP vision patcher) is on its compute device."""
+    if IN_COMFY:
+        _mm.load_model_gpu(patcher)

@@ -70,3 +70,10 @@ def test_bf16_compute_follows_to_and_keeps_fp32_output():
 def test_bad_inputs_raise_clear_errors(change, message):
     with pytest.raises(ValueError, match=message):
         _single(shared_tiny_model(), **{**case_inputs("case1"), **change})
+
+
+def test_forward_with_autograd_enabled_gives_the_same_velocity():
+    model = shared_tiny_model()
+    inputs = case_inputs("case0")
+    out = model(**inputs)  # parameters require grad: the fused no-temporary path must step aside
+    golden.assert_close(out.detach(), _single(model, **inputs), what="grad-enabled forward")

@@ -70,3 +70,35 @@ def test_blocks_and_linears_are_swappable():
     linears = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     # 15 per block + text 2 + time 3 + head 1 + img 2 + audio_proj 4
     assert len(linears) == 40 * 15 + 12
+
+
+def test_meta_model_loads_with_assign_and_runs():
+    """The loader's path: build on meta, assign the checkpoint tensors, run (no host copy of init weights)."""
+    import golden
+    from dit_helpers import case_inputs, tiny_config
+
+    with torch.device("meta"):
+        model = InfiniteTalkDiT(tiny_config())
+    model.load_state_dict(golden.tensors("dit_tiny_weights.safetensors"), strict=True, assign=True)
+    assert not any(t.is_meta for t in list(model.parameters()) + list(model.buffers()))
+    assert model.compute_dtype == torch.float32
+    with torch.no_grad():
+        out = model.eval()(**case_inputs("case0"))
+    golden.assert_close(out, golden.tensors("dit_tiny_cases.safetensors")["case0.out"], what="assign-loaded")
+
+
+def test_config_from_official_config_json():
+    import pytest
+    from infinitetalk_lipsync.pipeline.dit import DiTConfig
+
+    official = {"_class_name": "WanModel", "_diffusers_version": "0.30.0", "dim": 5120, "eps": 1e-06,
+                "ffn_dim": 13824, "freq_dim": 256, "in_dim": 36, "model_type": "i2v", "num_heads": 40,
+                "num_layers": 40, "out_dim": 16, "text_len": 512}
+    assert DiTConfig.from_dict(official) == WAN_I2V_14B
+    assert WAN_I2V_14B.head_dim == 128 and WAN_I2V_14B.rope_pairs == (22, 21, 21)
+    with pytest.raises(ValueError, match="model_type"):
+        DiTConfig.from_dict({**official, "model_type": "t2v"})
+    with pytest.raises(ValueError, match="unknown key"):
+        DiTConfig.from_dict({**official, "dims": 5120})
+    with pytest.raises(ValueError, match="heads"):
+        DiTConfig(dim=100, num_heads=40)

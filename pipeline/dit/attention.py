@@ -62,6 +62,11 @@ def _load_sage():
 _LOADERS = {"flash_attn": _load_flash, "sage": _load_sage}
 
 
+@torch.compiler.disable
+def _run_kernel(kernel, q, k, v):
+    return kernel(q, k, v)
+
+
 def _impl(backend: str):
     """The kernel for ``backend``, or None if it cannot be imported (cached)."""
     if backend not in _IMPLS:
@@ -87,7 +92,8 @@ def check_backend(backend: str) -> str:
 def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """PyTorch SDPA on [B, S, H, d] views (no copies: the kernels take strided heads)."""
     q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-    if q.is_cuda and sdpa_kernel is not None:
+    # Under torch.compile PyTorch's own choice runs (it picks cuDNN for these shapes on Hopper).
+    if q.is_cuda and sdpa_kernel is not None and not torch.compiler.is_compiling():
         with sdpa_kernel(_CUDA_ORDER, set_priority=True):
             out = F.scaled_dot_product_attention(q, k, v)
     else:
@@ -105,7 +111,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = 
             _warn_once(backend, f"attention backend {backend!r} is not importable; using 'sdpa' instead")
         else:
             try:
-                return kernel(q, k, v).to(q.dtype)
+                return _run_kernel(kernel, q, k, v).to(q.dtype)
             except Exception as exc:  # unsupported dtype / device / head dim: SDPA computes the same thing
                 _warn_once(f"{backend}:{type(exc).__name__}",
                            f"attention backend {backend!r} failed ({type(exc).__name__}: {exc}); "

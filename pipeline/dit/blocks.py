@@ -10,14 +10,14 @@ from .attention import attention
 from .audio import AudioCrossAttention, reference_attention_map, speaker_positions
 from .config import DiTConfig
 from .layers import LayerNorm, RMSNorm, gated_add, modulate
-from .rope import apply_rope
+from .fused import norm_rope
 
 
 @dataclass
 class BlockInputs:
     """What every block needs besides the hidden state (built once per forward).
 
-    rope: complex64 [S, 1, d/2]; context: [B, 257 + text_len, D] (image tokens first);
+    rope: fp32 [S, 1, d/2, 2] (cos, sin); context: [B, 257 + text_len, D] (image tokens first);
     audio: [B, N_t, N_a, output_dim] audio tokens per latent frame;
     speaker_masks: [3, N_h*N_w] compute-dtype token masks and lrope_rows: int64 [b], the batch
     rows with 2 speakers (L-RoPE); both None when no row has 2 speakers;
@@ -45,10 +45,9 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, rope: torch.Tensor, backend: str):
         """x [B, S, D] -> (out [B, S, D], q, k [B, S, H, d] after RoPE, for the speaker map)."""
-        heads = (self.num_heads, -1)
-        q = apply_rope(self.norm_q(self.q(x)).unflatten(-1, heads), rope)
-        k = apply_rope(self.norm_k(self.k(x)).unflatten(-1, heads), rope)
-        v = self.v(x).unflatten(-1, heads)
+        q = norm_rope(self.q(x), self.norm_q, rope, self.num_heads)
+        k = norm_rope(self.k(x), self.norm_k, rope, self.num_heads)
+        v = self.v(x).unflatten(-1, (self.num_heads, -1))
         out = attention(q, k, v, backend).flatten(-2)
         return self.o(out), q, k
 

@@ -36,9 +36,20 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # The official code rounds the normalised value to x's dtype before the weight multiply.
-        return F.rms_norm(x, (x.shape[-1],), None, self.eps) * self.weight.to(x.dtype)
+    def forward(self, x: torch.Tensor, out_dtype: torch.dtype | None = None) -> torch.Tensor:
+        """x [..., D] -> [..., D] in ``out_dtype`` (default x's dtype).
+
+        The official code rounds the normalised value, and then the weighted one, to x's dtype.
+        With ``out_dtype=float32`` the weighted bf16 result is written as fp32 directly (same
+        values, one pass less for the fp32 RoPE that follows).
+        """
+        normed = F.rms_norm(x, (x.shape[-1],), None, self.eps)
+        weight = self.weight.to(x.dtype)
+        if out_dtype is None or out_dtype == x.dtype:
+            return normed * weight
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return (normed * weight).to(out_dtype)
+        return torch.mul(normed, weight, out=torch.empty(normed.shape, dtype=out_dtype, device=normed.device))
 
 
 class Fp32Linear(nn.Linear):
@@ -53,13 +64,22 @@ class Fp32Linear(nn.Linear):
         return F.linear(x.float(), self.weight.float(), None if self.bias is None else self.bias.float())
 
 
+def _fp32_addcmul(base: torch.Tensor, a: torch.Tensor, b: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``base + a * b`` computed in fp32, rounded once to ``like``'s dtype.
+
+    Eager inference writes the rounded result directly (no fp32 temporary); ``out=`` cannot
+    record autograd, and under torch.compile the cast fuses anyway.
+    """
+    if torch.is_grad_enabled() or torch.compiler.is_compiling():
+        return torch.addcmul(base, a, b).to(like.dtype)
+    return torch.addcmul(base, a, b, out=torch.empty_like(like))
+
+
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """``x * (1 + scale) + shift`` computed in fp32 (shift/scale fp32 [B, 1, D]), one rounding to x's dtype."""
-    out = torch.empty_like(x)
-    return torch.addcmul(shift, x, 1 + scale, out=out)
+    """``x * (1 + scale) + shift`` in fp32 (shift/scale fp32 [B, 1, D]), one rounding to x's dtype."""
+    return _fp32_addcmul(shift, x, 1 + scale, x)
 
 
 def gated_add(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
     """``x + y * gate`` in fp32 (gate fp32 [B, 1, D]), one rounding to x's dtype (new tensor)."""
-    out = torch.empty_like(x)
-    return torch.addcmul(x, y, gate, out=out)
+    return _fp32_addcmul(x, y, gate, x)

@@ -1,8 +1,8 @@
 """InfiniteTalkDiT: Wan 2.1 I2V DiT + InfiniteTalk audio cross-attention, official state-dict names.
 
 Build on ``torch.device("meta")`` to allocate nothing, then load a state dict (``assign=True``)
-or ``to_empty``. The compute dtype follows the weights (``model.to(torch.bfloat16)``) and can
-be overridden with ``model.compute_dtype = ...`` (e.g. for quantised Linears); time embedding,
+or ``to_empty``. The compute dtype follows the weights (that of ``patch_embedding.weight``) and
+can be overridden with ``model.compute_dtype = ...`` (e.g. for quantised Linears); time embedding,
 modulation, gated residuals and head always run in fp32, as in the official model.
 """
 from __future__ import annotations
@@ -38,8 +38,6 @@ class InfiniteTalkDiT(nn.Module):
         self.head = Head(cfg)
         self.img_emb = MLPProj(cfg)
         self.audio_proj = AudioProjModel(cfg)
-        # Follows .to(dtype) / .half() / .bfloat16(); not in the state dict.
-        self.register_buffer("dtype_probe", torch.empty(0), persistent=False)
         self._dtype_override = None
         self._rope_cache: dict = {}
         self.attention_backend = "sdpa"
@@ -48,7 +46,8 @@ class InfiniteTalkDiT(nn.Module):
     # -- configuration -------------------------------------------------------------------------
     @property
     def compute_dtype(self) -> torch.dtype:
-        return self._dtype_override or self.dtype_probe.dtype
+        """The weights' dtype (follows ``.to()`` and ``load_state_dict(assign=True)``) unless set."""
+        return self._dtype_override or self.patch_embedding.weight.dtype
 
     @compute_dtype.setter
     def compute_dtype(self, dtype: torch.dtype | None):
@@ -96,13 +95,14 @@ class InfiniteTalkDiT(nn.Module):
 
         text = self.text_embedding(self._padded_text(context, batch).to(dtype))
         image = self.img_emb(self._batched(clip_fea, batch, "clip_fea", (cfg.clip_tokens, cfg.clip_dim)).to(dtype))
+        audio_tokens, speakers = self._audio_tokens(audio, batch, frames, dtype, x.device)
+        masks = rows = None
+        if max(speakers) == 2:  # the reference attention map is only ever computed for 2 speakers
+            masks = self._token_masks(speaker_masks, (height, width), grid, dtype, x.device)
+            rows = torch.tensor([i for i, n in enumerate(speakers) if n == 2], device=x.device)
         inputs = BlockInputs(rope=self._rope(grid, x.device), context=torch.cat([image, text], dim=1),
-                             audio=None, speaker_masks=None, lrope_rows=None, grid=grid,
+                             audio=audio_tokens, speaker_masks=masks, lrope_rows=rows, grid=grid,
                              backend=self.attention_backend)
-        inputs.audio, speakers = self._audio_tokens(audio, batch, frames, dtype, x.device)
-        if max(speakers) == 2:
-            inputs.speaker_masks = self._token_masks(speaker_masks, (height, width), grid, dtype, x.device)
-            inputs.lrope_rows = torch.tensor([i for i, n in enumerate(speakers) if n == 2], device=x.device)
 
         for block in self.blocks:
             h = block(h, e0, inputs)
@@ -155,8 +155,12 @@ class InfiniteTalkDiT(nn.Module):
         """-> (tokens [B, N_t, N_a, output_dim], speakers per row). Rows with fewer speakers than
         others repeat their tokens: attention to duplicated (key, value) pairs is unchanged."""
         cfg = self.config
-        rows = list(audio) if isinstance(audio, (list, tuple)) else list(audio.unbind(0)) if torch.is_tensor(audio) \
-            and audio.dim() == 6 else None
+        if isinstance(audio, (list, tuple)):
+            rows = list(audio)
+        elif torch.is_tensor(audio) and audio.dim() == 6:
+            rows = list(audio.unbind(0))
+        else:
+            rows = None
         n_frames = cfg.vae_scale * (frames - 1) + 1
         tail = (n_frames, cfg.audio_window, cfg.audio_layers, cfg.audio_channels)
         if rows is None or len(rows) != batch or any(r.dim() != 5 or tuple(r.shape[1:]) != tail

@@ -68,3 +68,17 @@ def test_bad_setting_reports_clear_error(comfy_server):
                     "inputs": {"duration": 4.0, "fps": 25.0, "window": 81, "motion_frames": 81, "policy": "cover audio"}}}
     with pytest.raises(RuntimeError, match="motion frames=81 must be smaller than window=81"):
         comfy_server.run(prompt, timeout=60)
+
+
+def test_pack_model_folders_registered(comfy_server):
+    """wav2vec2 (also listing core audio_encoders) and sam2 are model folders of the running ComfyUI."""
+    files = {"wav2vec2/chinese-wav2vec2-base/model.safetensors", "audio_encoders/wav2vec2_fp16.safetensors",
+             "sam2/sam2.1_hiera_tiny.safetensors"}
+    for name in files:
+        path = comfy_server.models_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    assert {"wav2vec2", "sam2"} <= set(comfy_server.get("/models"))
+    assert sorted(comfy_server.get("/models/wav2vec2")) == ["chinese-wav2vec2-base/model.safetensors",
+                                                            "wav2vec2_fp16.safetensors"]
+    assert comfy_server.get("/models/sam2") == ["sam2.1_hiera_tiny.safetensors"]

@@ -1,0 +1,178 @@
+"""InfiniteTalk Sampler: source video (or image) + audio embeddings -> lip-synced frames, audio and fps."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..pipeline.resolution import BUCKETS, target_size
+from ..pipeline.sampler.loop import Callbacks, Job, Settings, make_plan, run, validate
+from ..pipeline.sampler.schedule import make_schedule
+from ..pipeline.sampler.solvers import SOLVERS
+from ..pipeline.sampler.source import SOURCE_END, Source
+from ..pipeline.speaker_masks import default_layout
+from . import host
+from .adapters import ComfyClipVision, ComfyVAE
+
+RESOLUTIONS = [f"{b}p bucket" for b in BUCKETS] + ["custom width/height"]
+
+
+def _dit(model):
+    """INFINITETALK_MODEL is the DiT module itself or a holder with ``.model``."""
+    module = model if isinstance(model, torch.nn.Module) else getattr(model, "model", None)
+    if not isinstance(module, torch.nn.Module):
+        raise ValueError("model: expected an InfiniteTalk model from 'InfiniteTalk Model Loader'.")
+    return module
+
+
+def _text(conditioning, name: str) -> torch.Tensor:
+    """CONDITIONING [[tensor [1,L,4096], {...}], ...] -> [L,4096] (the first entry)."""
+    try:
+        tokens = conditioning[0][0]
+    except (IndexError, TypeError, KeyError):
+        raise ValueError(f"{name}: expected CONDITIONING from CLIPTextEncode with the umT5-XXL (wan) text encoder.")
+    if tokens.dim() != 3 or tokens.shape[-1] != 4096:
+        raise ValueError(f"{name}: text tokens have shape {tuple(tokens.shape)}, expected [1, L, 4096]; load "
+                         f"umt5_xxl with CLIPLoader type 'wan'.")
+    return tokens[0].float()
+
+
+def _layout(mask_1, mask_2, src_h: int, src_w: int) -> torch.Tensor:
+    if (mask_1 is None) != (mask_2 is None):
+        raise ValueError("speaker masks: connect both mask_1 and mask_2, or neither (default left/right halves).")
+    if mask_1 is None:
+        return default_layout(src_h, src_w)
+    masks = []
+    for name, m in (("mask_1", mask_1), ("mask_2", mask_2)):
+        m = m[0] if m.dim() == 3 else m
+        if m.dim() != 2:
+            raise ValueError(f"{name}: expected a MASK [H,W] or [1,H,W], got {tuple(m.shape)}.")
+        masks.append(torch.nn.functional.interpolate(m[None, None].float(), size=(src_h, src_w), mode="nearest")[0, 0])
+    return torch.stack(masks)
+
+
+def _warnings(settings: Settings, model) -> list[str]:
+    out = []
+    loras = [l.get("name", "") for l in getattr(getattr(model, "report", None), "loras", []) or []]
+    if settings.cfg > 1.0 and (settings.steps <= 8 or loras):
+        out.append(f"WARNING: cfg {settings.cfg:g} with {'LoRA ' + ', '.join(loras) if loras else f'{settings.steps} steps'}: "
+                   f"step-distilled LoRAs (lightx2v, FusionX) expect cfg 1 (audio_cfg ~2, shift ~11 or 2); "
+                   f"cfg > 1 triples the model calls and over-saturates.")
+    return out
+
+
+def _preview(frames: torch.Tensor):
+    try:
+        from PIL import Image
+    except ImportError:
+        return None
+    return Image.fromarray((frames[-1].clamp(0, 1) * 255).round().to(torch.uint8).numpy().astype(np.uint8))
+
+
+class InfiniteTalkSampler:
+    CATEGORY = "InfiniteTalk/sampling"
+    FUNCTION = "sample"
+    RETURN_TYPES = ("IMAGE", "AUDIO", "FLOAT")
+    RETURN_NAMES = ("frames", "audio", "fps")
+    OUTPUT_NODE = False
+    DESCRIPTION = ("Generates the lip-synced video window by window (official InfiniteTalk streaming loop). "
+                   "Connect frames/audio/fps to CreateVideo -> SaveVideo.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("INFINITETALK_MODEL", {"tooltip": "The InfiniteTalk DiT from 'InfiniteTalk Model Loader'."}),
+                "vae": ("VAE", {"tooltip": "Wan 2.1 VAE (wan_2.1_vae) from the core Load VAE node."}),
+                "clip_vision": ("CLIP_VISION", {"tooltip": "clip_vision_h from the core Load CLIP Vision node; "
+                                                           "its penultimate tokens of each window's reference frame condition the model."}),
+                "positive": ("CONDITIONING", {"tooltip": "Prompt from CLIPTextEncode (umT5-XXL, CLIPLoader type 'wan')."}),
+                "negative": ("CONDITIONING", {"tooltip": "Negative prompt (official default: the Wan negative prompt). "
+                                                         "Unused when cfg = 1."}),
+                "audio_embeds": ("INFINITETALK_AUDIO_EMBEDS", {"tooltip": "Speech features from 'InfiniteTalk Audio Embeds'; "
+                                                                         "the output has exactly the audio's length."}),
+                "source": ("IMAGE", {"tooltip": "The video frames to dub (V2V), or one image (I2V)."}),
+                "source_fps": ("FLOAT", {"default": 25.0, "min": 0.01, "max": 240.0, "step": 0.001,
+                                         "tooltip": "Frame rate of the source video (GetVideoComponents' fps); reference frames "
+                                                    "are taken by timestamp. Ignored for an image."}),
+                "steps": ("INT", {"default": 40, "min": 1, "max": 200, "tooltip": "Denoising steps per window (40 official; 4-8 with lightx2v)."}),
+                "shift": ("FLOAT", {"default": 7.0, "min": 0.1, "max": 50.0, "step": 0.1,
+                                    "tooltip": "Timestep shift: 7 at 480p / 11 at 720p (official CLI), 3/5 per the docstring, 11 or 2 with lightx2v."}),
+                "cfg": ("FLOAT", {"default": 5.0, "min": 1.0, "max": 20.0, "step": 0.1,
+                                  "tooltip": "Text guidance. 1 = 2 model calls per step (cond, no-audio); >1 = 3 calls."}),
+                "audio_cfg": ("FLOAT", {"default": 4.0, "min": 1.0, "max": 20.0, "step": 0.1,
+                                        "tooltip": "Audio guidance (lip-sync strength): 4 official, ~2 with lightx2v."}),
+                "denoise": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01,
+                                      "tooltip": "1 = sparse-frame dubbing from noise. <1 (0.35-0.5) starts each window from the "
+                                                 "source video's latents noised to that level and runs only the remaining steps."}),
+                "solver": (sorted(SOLVERS), {"default": "euler", "tooltip": "euler = the official update; lcm for step-distilled LoRAs."}),
+                "seed": ("INT", {"default": 42, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
+                                 "tooltip": "Each window derives its own generator from (seed, window index)."}),
+                "colour_correction": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05,
+                                                "tooltip": "Lab mean/std transfer to each window's reference frame (0 = off; official CLI 1.0)."}),
+                "resolution": (RESOLUTIONS, {"default": RESOLUTIONS[0],
+                                             "tooltip": "Official aspect-ratio buckets (cover-resize + centre crop), or custom width/height."}),
+                "width": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 16, "tooltip": "Custom width (multiple of 16); only with 'custom width/height'."}),
+                "height": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 16, "tooltip": "Custom height (multiple of 16); only with 'custom width/height'."}),
+                "window": ("INT", {"default": 81, "min": 5, "max": 161, "step": 4, "tooltip": "Frames per window (4n+1; 81 trained)."}),
+                "motion_frames": ("INT", {"default": 9, "min": 1, "max": 33, "step": 4,
+                                          "tooltip": "Frames of the previous window carried as motion latents (4k+1; 9 official)."}),
+            },
+            "optional": {
+                "face_image": ("IMAGE", {"tooltip": "Optional close-up of the face: its CLIP tokens are appended to every window's."}),
+                "mask_1": ("MASK", {"tooltip": "Two speakers: region of speaker 1 (default: left half)."}),
+                "mask_2": ("MASK", {"tooltip": "Two speakers: region of speaker 2 (default: right half)."}),
+                "source_end": (list(SOURCE_END), {"default": "hold", "tooltip": "Source shorter than the audio: hold the last frame or ping-pong."}),
+                "batch_branches": ("BOOLEAN", {"default": True, "tooltip": "Run the 2-3 guidance branches as one batch (faster, more VRAM)."}),
+                "apg": ("BOOLEAN", {"default": False, "tooltip": "Adaptive projected guidance instead of plain CFG."}),
+                "apg_momentum": ("FLOAT", {"default": -0.75, "min": -1.0, "max": 1.0, "step": 0.05, "tooltip": "APG momentum (official -0.75)."}),
+                "apg_norm_threshold": ("FLOAT", {"default": 55.0, "min": 0.0, "max": 1000.0, "step": 1.0, "tooltip": "APG norm clip (official 55; 0 = off)."}),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    def sample(self, model, vae, clip_vision, positive, negative, audio_embeds, source, source_fps, steps, shift, cfg,
+               audio_cfg, denoise, solver, seed, colour_correction, resolution, width, height, window, motion_frames,
+               face_image=None, mask_1=None, mask_2=None, source_end="hold", batch_branches=True, apg=False,
+               apg_momentum=-0.75, apg_norm_threshold=55.0, unique_id=None):
+        dit = _dit(model)
+        if source.dim() != 4 or source.shape[0] < 1:
+            raise ValueError(f"source: expected IMAGE frames [N,H,W,3], got {tuple(source.shape)}.")
+        src_h, src_w = int(source.shape[1]), int(source.shape[2])
+        custom = resolution == RESOLUTIONS[-1]
+        if custom and not (width and height):
+            raise ValueError("resolution 'custom width/height' needs width and height (multiples of 16).")
+        th, tw = target_size(src_h, src_w, resolution.split("p")[0] if not custom else "480",
+                             width if custom else 0, height if custom else 0)
+        fps = float(getattr(audio_embeds, "fps", 0) or 0)
+        if not fps > 0:
+            raise ValueError("audio_embeds: fps must be > 0; re-run 'InfiniteTalk Audio Embeds'.")
+        settings = Settings(steps=steps, shift=shift, cfg=cfg, audio_cfg=audio_cfg, denoise=denoise, solver=solver,
+                            seed=seed, colour_strength=colour_correction, window=window, motion=motion_frames, apg=apg,
+                            apg_momentum=apg_momentum, apg_norm_threshold=apg_norm_threshold,
+                            batch_branches=batch_branches, source_end=source_end)
+        two = len(audio_embeds.speakers) == 2
+        job = Job(context=_text(positive, "positive"), context_null=_text(negative, "negative"), audio=audio_embeds,
+                  source=Source(source[..., :3], source_fps, fps, th, tw, source_end), settings=settings,
+                  face=None if face_image is None else face_image[0, ..., :3],
+                  speaker_layout=_layout(mask_1, mask_2, src_h, src_w) if two else None)
+        validate(job)
+        plan = make_plan(job)
+        mode = "I2V (image)" if job.source.is_image else f"V2V ({source.shape[0]} frames @ {source_fps:g} fps)"
+        info = "\n".join(_warnings(settings, model) + [
+            f"{mode}; {'bucket' if not custom else 'custom'} {tw}x{th} (from {src_w}x{src_h}); "
+            f"{len(plan.windows)} windows x {steps} steps, denoise {denoise:g}", plan.summary()])
+        host.show_text(unique_id, info)
+
+        bar = host.Progress(len(plan.windows) * make_schedule(steps, shift, denoise).steps_run, node_id=unique_id)
+        callbacks = Callbacks(interrupt=host.throw_if_interrupted,
+                              progress=lambda done, total: bar.update(1),
+                              preview=lambda k, frames: bar.update(0, preview=_preview(frames)),
+                              release=host.soft_empty_cache)
+        with torch.inference_mode():
+            frames, audio, out_fps = run(dit, ComfyVAE(vae), ComfyClipVision(clip_vision), job,
+                                         device=host.torch_device(), callbacks=callbacks)
+        return {"ui": {"text": [info]}, "result": (frames, audio, out_fps)}
+
+
+NODE_CLASS_MAPPINGS = {"InfiniteTalkSampler": InfiniteTalkSampler}
+NODE_DISPLAY_NAME_MAPPINGS = {"InfiniteTalkSampler": "InfiniteTalk Sampler"}

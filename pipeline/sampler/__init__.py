@@ -1,0 +1,1 @@
+"""Sampling: timestep schedule, solvers, guidance and the streaming window loop."""

@@ -1,0 +1,213 @@
+"""The streaming window loop (official ``generate_infinitetalk``, spec §5 / Appendix B), window by window.
+
+Per window k of the plan (``window_plan.plan_windows``):
+  * reference frame: the source frame at the window's start time (V2V), or the image (I2V);
+  * conditioning: CLIP tokens of the reference (+ the face image's, concatenated), and
+    ``y = [mask (1 on latent frame 0 only); VAE(reference, then F-1 mid-grey frames)]``;
+  * motion latents: VAE(reference) for window 0, else VAE(last m decoded frames of window k-1);
+  * start: fresh noise from the window's own generator (seed, k) -> ``z = noise`` at step 0, or with
+    ``denoise`` < 1 ``z = add_noise(VAE(source frames of the window), noise, t[start])`` at step ``start``;
+  * every step: clean motion latents written into ``z[:, :n_lat]``, the 2 or 3 guidance branches,
+    guidance, the solver update, clean motion latents written again;
+  * decode, colour transfer to the window's reference frame, keep the plan's frames.
+The audio rows come from the plan, mirror-padded at the end (never zero audio); the output is exactly
+``audio.num_frames`` frames. Memory stays flat: one window of latents/frames at a time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+
+from ..color import match_and_blend_colors
+from ..speaker_masks import latent_masks
+from ..window_plan import WindowPlan, pad_embedding, plan_windows
+from .branches import WindowInputs, predict
+from .guidance import Guidance
+from .schedule import Schedule, add_noise, make_schedule
+from .solvers import SOLVERS, make_solver
+from .source import Source
+
+
+@dataclass
+class Settings:
+    """Sampling settings. ``cfg`` = text guidance scale (1 -> 2 model calls per step), ``audio_cfg`` =
+    audio guidance scale. ``colour_strength`` 0 = off. ``batch_branches``: run the guidance branches
+    as one batch. ``source_end``: 'hold' or 'pingpong' when the source is shorter than the audio."""
+
+    steps: int = 40
+    shift: float = 7.0
+    cfg: float = 5.0
+    audio_cfg: float = 4.0
+    denoise: float = 1.0
+    solver: str = "euler"
+    seed: int = 0
+    colour_strength: float = 1.0
+    window: int = 81
+    motion: int = 9
+    apg: bool = False
+    apg_momentum: float = -0.75
+    apg_norm_threshold: float = 55.0
+    batch_branches: bool = True
+    source_end: str = "hold"
+
+
+@dataclass
+class Callbacks:
+    """Hooks the node passes in (the pipeline never imports the host).
+
+    interrupt(): raises to stop (called before every step); progress(done, total): model steps over
+    all windows; preview(window_index, frames [n,H,W,3] 0..1): each finished window; release(): after
+    each window (give cached memory back); noise(window_index, shape) -> Tensor: replaces the window's
+    initial noise (tests)."""
+
+    interrupt: Callable[[], None] = lambda: None
+    progress: Callable[[int, int], None] = lambda done, total: None
+    preview: Callable[[int, torch.Tensor], None] = lambda index, frames: None
+    release: Callable[[], None] = lambda: None
+    noise: Callable[[int, tuple], torch.Tensor] | None = None
+
+
+@dataclass
+class Job:
+    """One sampling job. context/context_null: [L,4096] text tokens (prompt, negative prompt);
+    audio: AudioEmbeds-like (speakers [L,12,768] x 1|2, fps, num_frames, waveform, sample_rate);
+    source: Source (frames, fps, crop size); face: optional [H,W,3] close-up whose CLIP tokens are
+    appended; speaker_layout: [2,src_h,src_w] speaker regions (2 speakers only)."""
+
+    context: torch.Tensor
+    context_null: torch.Tensor
+    audio: object
+    source: Source
+    settings: Settings = field(default_factory=Settings)
+    face: torch.Tensor | None = None
+    speaker_layout: torch.Tensor | None = None
+
+
+@dataclass
+class WindowResult:
+    index: int
+    frames: torch.Tensor  # [n_kept, H, W, 3] float32 0..1 on CPU (the window's output frames)
+
+
+def window_seed(seed: int, index: int) -> int:
+    """The generator seed of window ``index``: re-running window k alone reproduces it."""
+    return (int(seed) * 1_000_003 + int(index) * 7_919 + 1) % (2 ** 63)
+
+
+def make_plan(job: Job) -> WindowPlan:
+    s, a = job.settings, job.audio
+    return plan_windows([int(e.shape[0]) for e in a.speakers], window=s.window, motion=s.motion, fps=float(a.fps),
+                        num_frames=int(a.num_frames), source_fps=job.source.source_fps,
+                        source_frames=job.source.frames.shape[0])
+
+
+def validate(job: Job) -> None:
+    """Raise ValueError with the fix for settings that cannot run."""
+    s = job.settings
+    make_schedule(s.steps, s.shift, s.denoise)
+    if s.solver not in SOLVERS:
+        raise ValueError(f"Unknown solver '{s.solver}'; choose one of {sorted(SOLVERS)}.")
+    if s.denoise < 1.0 and job.source.is_image:
+        raise ValueError("denoise < 1 re-noises the source VIDEO's latents; with a single image use denoise = 1.")
+    if len(job.audio.speakers) == 2 and job.speaker_layout is None:
+        raise ValueError("two speakers need a speaker layout (default left/right, bbox, or two masks).")
+    if not 0.0 <= s.colour_strength <= 1.0:
+        raise ValueError(f"colour strength must be in [0, 1] (got {s.colour_strength}).")
+
+
+def _y(codec, reference: torch.Tensor, frames: int) -> torch.Tensor:
+    """[1,20,T,h,w]: the official mask (1 on latent frame 0) and VAE(reference + mid-grey frames)."""
+    video = torch.cat([reference[None], torch.full((frames - 1, *reference.shape), 0.5)])
+    latent = codec.encode(video).float()
+    mask = torch.zeros(4, *latent.shape[1:])
+    mask[:, 0] = 1
+    return torch.cat([mask.to(latent.device), latent])[None]
+
+
+def sample(model, codec, clip_encoder, job: Job, device: torch.device | str = "cpu",
+           callbacks: Callbacks | None = None) -> Iterator[WindowResult]:
+    """Generate the video window by window (a generator of each window's kept frames)."""
+    validate(job)
+    cb = callbacks or Callbacks()
+    s, src, audio = job.settings, job.source, job.audio
+    plan = make_plan(job)
+    schedule = make_schedule(s.steps, s.shift, s.denoise)
+    total = len(plan.windows) * schedule.steps_run
+    padded = [pad_embedding(e.float(), n) for e, n in zip(audio.speakers, plan.padded_lengths)]
+    th, tw = src.th, src.tw
+    masks = None
+    if len(padded) == 2:
+        masks = latent_masks(job.speaker_layout, th, tw, th // 8, tw // 8).to(device)
+    face_tokens = None if job.face is None else clip_encoder.clip(job.face).float().to(device)
+    context = job.context.float()[None].to(device)
+    context_null = job.context_null.float()[None].to(device)
+    motion_frames = None
+    done = 0
+    for window in plan.windows:
+        reference = src.frames_at([window.start])[0]
+        clip_fea = clip_encoder.clip(reference).float().to(device)
+        if face_tokens is not None:
+            clip_fea = torch.cat([clip_fea, face_tokens], dim=1)
+        inputs = WindowInputs(context=context, context_null=context_null, clip_fea=clip_fea,
+                              y=_y(codec, reference, plan.window).to(device),
+                              audio=plan.window_audio(window.index, padded)[None].to(device), speaker_masks=masks)
+        z_mot = codec.encode(reference[None] if motion_frames is None else motion_frames).float().to(device)
+        source_latent = None
+        if schedule.start > 0:
+            source_latent = codec.encode(src.frames_at(range(window.start, window.end))).float().to(device)
+        z = _denoise(model, inputs, z_mot, source_latent, schedule, s, window.index, cb, device, total, done)
+        done += schedule.steps_run
+        frames = codec.decode(z).float().cpu()
+        if s.colour_strength > 0:
+            corrected = match_and_blend_colors(frames.permute(3, 0, 1, 2) * 2 - 1, reference.permute(2, 0, 1) * 2 - 1,
+                                               s.colour_strength)
+            frames = ((corrected + 1) / 2).permute(1, 2, 3, 0).contiguous()
+        motion_frames = frames[-plan.motion:]
+        kept = frames[window.keep_start:window.keep_stop]
+        cb.preview(window.index, kept)
+        cb.release()
+        yield WindowResult(window.index, kept)
+
+
+def _denoise(model, inputs: WindowInputs, z_mot: torch.Tensor, source_latent: torch.Tensor | None,
+             schedule: Schedule, s: Settings, index: int, cb: Callbacks, device, total: int,
+             done: int) -> torch.Tensor:
+    """Run the window's steps; returns the final latent [16,T,h,w] fp32."""
+    shape = (16, *inputs.y.shape[2:])
+    if cb.noise is not None:
+        noise = cb.noise(index, shape).float()
+    else:
+        generator = torch.Generator().manual_seed(window_seed(s.seed, index))
+        noise = torch.randn(shape, generator=generator, dtype=torch.float32)
+    noise = noise.to(device)
+    t = schedule.t.to(device)
+    z = noise if source_latent is None else add_noise(source_latent, noise, t[schedule.start])
+    n_lat = z_mot.shape[1]
+    guidance = Guidance(s.cfg, s.audio_cfg, s.apg, s.apg_momentum, s.apg_norm_threshold)
+    solver_gen = torch.Generator().manual_seed(window_seed(s.seed, index) + 1)
+    solver = make_solver(s.solver, schedule.t, solver_gen)
+    for i in range(schedule.start, schedule.t.numel() - 1):
+        cb.interrupt()
+        z[:, :n_lat] = z_mot
+        v = guidance(predict(model, z, t[i:i + 1], inputs, guidance.branches, s.batch_branches))
+        z = solver.step(z, v, i)
+        z[:, :n_lat] = z_mot
+        done += 1
+        cb.progress(done, total)
+    return z
+
+
+def run(model, codec, clip_encoder, job: Job, device: torch.device | str = "cpu",
+        callbacks: Callbacks | None = None) -> tuple[torch.Tensor, dict, float]:
+    """The whole video: (frames [num_frames,H,W,3] float32 0..1, AUDIO dict trimmed to the same duration, fps)."""
+    parts = [r.frames for r in sample(model, codec, clip_encoder, job, device, callbacks)]
+    frames = torch.cat(parts)
+    audio = job.audio
+    fps = float(audio.fps)
+    samples = round(frames.shape[0] / fps * audio.sample_rate)
+    waveform = audio.waveform[..., :samples]
+    if waveform.shape[-1] < samples:
+        waveform = torch.nn.functional.pad(waveform, (0, samples - waveform.shape[-1]))
+    return frames, {"waveform": waveform[None].float(), "sample_rate": int(audio.sample_rate)}, fps

@@ -1,0 +1,48 @@
+"""The source video (or image) as the loop sees it: frames looked up by output-frame timestamp.
+
+Output frame ``f`` (at the audio's fps) shows source frame ``floor(f/fps * source_fps)`` (window_plan's
+``source_frame_index``), so 24/30/60 fps sources stay in sync. Past the end of a shorter source:
+``hold`` keeps the last frame, ``pingpong`` plays it backwards and forwards again.
+A one-frame source is an image (I2V): every lookup gives it.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..resolution import resize_and_crop
+from ..window_plan import source_frame_index
+
+SOURCE_END = ("hold", "pingpong")
+
+
+class Source:
+    """frames: [N,H,W,3] float 0..1 (kept where it is, usually CPU); crops to (th, tw) on lookup."""
+
+    def __init__(self, frames: torch.Tensor, source_fps: float, fps: float, th: int, tw: int, end: str = "hold"):
+        if frames.dim() != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
+            raise ValueError(f"source must be an IMAGE batch [N,H,W,3] with at least one frame (got {tuple(frames.shape)}).")
+        if end not in SOURCE_END:
+            raise ValueError(f"source_end must be one of {SOURCE_END} (got '{end}').")
+        if not source_fps > 0:
+            raise ValueError(f"source_fps must be > 0 (got {source_fps}); use the video's frame rate.")
+        self.frames, self.source_fps, self.fps, self.th, self.tw, self.end = frames, float(source_fps), float(fps), th, tw, end
+
+    @property
+    def is_image(self) -> bool:
+        return self.frames.shape[0] == 1
+
+    def index(self, frame: int) -> int:
+        """Source frame index shown at output frame ``frame``."""
+        n = self.frames.shape[0]
+        i = source_frame_index(frame, self.fps, self.source_fps)
+        if i < n:
+            return i
+        if self.end == "hold" or n == 1:
+            return n - 1
+        phase = i % (2 * n - 2)  # ..., n-2, n-1, n-2, ..., 1, 0, 1, ...
+        return phase if phase < n else 2 * n - 2 - phase
+
+    def frames_at(self, frames: range | list[int]) -> torch.Tensor:
+        """[len, th, tw, 3] float32 0..1: the cropped source frames shown at the given output frames."""
+        idx = [self.index(f) for f in frames]
+        return resize_and_crop(self.frames[idx], self.th, self.tw)

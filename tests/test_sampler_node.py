@@ -1,0 +1,116 @@
+"""The sampler node outside ComfyUI, with ComfyUI-shaped stand-ins for VAE, CLIP vision and conditioning."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from infinitetalk_lipsync.nodes import NODE_CLASS_MAPPINGS
+from infinitetalk_lipsync.nodes.adapters import ComfyVAE
+from infinitetalk_lipsync.nodes.sampler import InfiniteTalkSampler
+from infinitetalk_lipsync.pipeline.codec import TinyClip, TinyCodec, denormalize_latent
+from sampler_fakes import FakeDiT, audio_embeds, video
+
+
+class CoreLikeVAE:
+    """Core VAE interface: encode IMAGE [N,H,W,3] -> raw latent [1,16,t,h,w]; decode -> [1,T,H,W,3]."""
+
+    def __init__(self):
+        self.codec = TinyCodec()
+
+    def encode(self, frames):
+        return denormalize_latent(self.codec.encode(frames))[None]
+
+    def decode(self, latent):
+        from infinitetalk_lipsync.pipeline.codec import normalize_latent
+        return self.codec.decode(normalize_latent(latent[0]))[None]
+
+
+class CoreLikeClipVision:
+    def __init__(self):
+        self.patcher = SimpleNamespace(load_device="cpu")
+        self.tiny = TinyClip()
+        self.seen = []
+
+    def model(self, pixel_values, intermediate_output):
+        self.seen.append(tuple(pixel_values.shape))
+        tokens = self.tiny.clip(pixel_values[0].permute(1, 2, 0).clamp(-3, 3))
+        return (None, tokens, None, None)
+
+
+def _cond(n, seed):
+    return [[torch.randn(1, n, 4096, generator=torch.Generator().manual_seed(seed)), {}]]
+
+
+def _inputs(**kw):
+    base = dict(model=FakeDiT(), vae=CoreLikeVAE(), clip_vision=CoreLikeClipVision(), positive=_cond(512, 0),
+                negative=_cond(512, 1), audio_embeds=audio_embeds([30]), source=video(40, 24, 40), source_fps=30.0,
+                steps=2, shift=5.0, cfg=5.0, audio_cfg=4.0, denoise=1.0, solver="euler", seed=1, colour_correction=1.0,
+                resolution="custom width/height", width=32, height=16, window=17, motion_frames=5)
+    base.update(kw)
+    return base
+
+
+def test_registered_with_tooltips_everywhere():
+    assert NODE_CLASS_MAPPINGS["InfiniteTalkSampler"] is InfiniteTalkSampler
+    spec = InfiniteTalkSampler.INPUT_TYPES()
+    for group in ("required", "optional"):
+        for name, (_, opts) in spec[group].items():
+            assert opts.get("tooltip"), name
+
+
+def test_node_outputs_frames_audio_fps_for_create_video():
+    out = InfiniteTalkSampler().sample(**_inputs())
+    frames, audio, fps = out["result"]
+    assert frames.shape == (30, 16, 32, 3) and fps == 25.0
+    assert audio["waveform"].shape == (1, 1, round(30 / 25 * 16000)) and audio["sample_rate"] == 16000
+    text = out["ui"]["text"][0]
+    assert "32x16" in text and "window" in text
+
+
+def test_two_speakers_with_masks_and_a_face_image():
+    node = InfiniteTalkSampler()
+    kw = _inputs(audio_embeds=audio_embeds([20, 20]))
+    with pytest.raises(ValueError, match="mask_1"):
+        node.sample(**kw, mask_1=torch.ones(1, 24, 40))
+    left = torch.zeros(1, 24, 40)
+    left[:, :, :20] = 1
+    clip_vision = CoreLikeClipVision()
+    out = node.sample(**_inputs(audio_embeds=audio_embeds([20, 20]), clip_vision=clip_vision), mask_1=left,
+                      mask_2=1 - left, face_image=video(1, 50, 30))
+    assert out["result"][0].shape[0] == 20
+    assert set(clip_vision.seen) == {(1, 3, 224, 224)}
+
+
+def test_bucket_choice_is_shown():
+    """A 480 bucket frame is 640x640 for a square source: check the plan text on a tiny dry run (1 step)."""
+    out = InfiniteTalkSampler().sample(**_inputs(resolution="480p bucket", width=0, height=0, source=video(1, 8, 8),
+                                                 audio_embeds=audio_embeds([5]), steps=1, cfg=1.0, window=5,
+                                                 motion_frames=1, colour_correction=0.0))
+    assert out["result"][0].shape == (5, 640, 640, 3)
+    assert "640x640" in out["ui"]["text"][0]
+
+
+def test_clear_errors_before_sampling():
+    model = FakeDiT()
+    with pytest.raises(ValueError, match="multiples of 16"):
+        InfiniteTalkSampler().sample(**_inputs(model=model, width=30))
+    with pytest.raises(ValueError, match="denoise"):
+        InfiniteTalkSampler().sample(**_inputs(model=model, source=video(1), denoise=0.5))
+    with pytest.raises(ValueError, match="CONDITIONING|4096"):
+        InfiniteTalkSampler().sample(**_inputs(model=model, positive=[[torch.zeros(1, 5, 768), {}]]))
+    with pytest.raises(ValueError, match="window"):
+        InfiniteTalkSampler().sample(**_inputs(model=model, window=18))
+    assert model.calls == []
+
+
+def test_lora_style_settings_warn():
+    out = InfiniteTalkSampler().sample(**_inputs(steps=4))
+    assert "WARNING" in out["ui"]["text"][0]
+    out = InfiniteTalkSampler().sample(**_inputs(steps=4, cfg=1.0, audio_cfg=2.0))
+    assert "WARNING" not in out["ui"]["text"][0]
+
+
+def test_core_vae_adapter_normalises_like_the_official_wrapper():
+    vae = CoreLikeVAE()
+    frames = video(5, 16, 16)
+    torch.testing.assert_close(ComfyVAE(vae).encode(frames), vae.codec.encode(frames), atol=1e-5, rtol=0)

@@ -1,0 +1,81 @@
+"""A whole tiny window through the loop with the golden tiny DiT weights and the tiny codec, against the
+official formulas applied step by step (spec §5.5-5.8) from the same initial noise."""
+import pytest
+import torch
+
+import golden
+from infinitetalk_lipsync.pipeline.codec import TinyClip, TinyCodec
+from infinitetalk_lipsync.pipeline.sampler.loop import Callbacks, Job, Settings, run
+from infinitetalk_lipsync.pipeline.sampler.schedule import timesteps
+from infinitetalk_lipsync.pipeline.sampler.source import Source
+from infinitetalk_lipsync.pipeline.speaker_masks import default_layout, latent_masks
+from sampler_fakes import audio_embeds, video
+
+dit = pytest.importorskip("infinitetalk_lipsync.pipeline.dit")
+
+
+def _model():
+    cfg = dit.DiTConfig.from_dict(golden.case("a_dit_tiny")["config"])
+    model = dit.InfiniteTalkDiT(cfg)
+    model.load_state_dict(golden.tensors("dit_tiny_weights.safetensors"))
+    return model.eval(), cfg
+
+
+def _job(cfg, speakers, steps, text_scale):
+    h, w = (8 * n for n in golden.case("a_dit_tiny")["cases"][0]["lat_hw"])
+    gen = torch.Generator().manual_seed(4)
+    audio = audio_embeds([9] * speakers, layers=12, dim=768)
+    return Job(context=torch.randn(7, cfg.text_dim, generator=gen), context_null=torch.randn(5, cfg.text_dim, generator=gen),
+               audio=audio, source=Source(video(1, h, w), 25.0, 25.0, h, w),
+               settings=Settings(steps=steps, shift=5.0, cfg=text_scale, audio_cfg=4.0, window=9, motion=5,
+                                 colour_strength=0.0, seed=0),
+               speaker_layout=default_layout(h, w) if speakers == 2 else None)
+
+
+def _official(model, codec, clip, job, noise):
+    """The official loop for window 0, written out from the spec."""
+    s = job.settings
+    ref = job.source.frames_at([0])[0]
+    latent = codec.encode(torch.cat([ref[None], torch.full((s.window - 1, *ref.shape), 0.5)]))
+    mask = torch.zeros(4, *latent.shape[1:])
+    mask[:, 0] = 1
+    y = torch.cat([mask, latent])[None]
+    clip_fea = clip.clip(ref)
+    rows = (torch.arange(s.window)[:, None] + torch.arange(-2, 3)).clamp(0, s.window + 3 - 1)
+    audio = torch.stack([torch.cat([e, e[-3:].flip(0)])[rows] for e in job.audio.speakers])[None]
+    zero = torch.zeros_like(audio)
+    h, w = ref.shape[:2]
+    masks = latent_masks(job.speaker_layout, h, w, h // 8, w // 8) if job.speaker_layout is not None else None
+    ctx = job.context[None]
+    ctx_null = torch.nn.functional.pad(job.context_null, (0, 0, 0, 2))[None]
+    z_mot = codec.encode(ref[None])
+    t = timesteps(s.steps, s.shift)
+    z = noise.clone()
+    for i in range(s.steps):
+        z[:, :1] = z_mot
+        ti = t[i:i + 1]
+        c = model(z[None], ti, ctx, clip_fea, y, audio, speaker_masks=masks)[0]
+        if s.cfg == 1.0:
+            u = model(z[None], ti, ctx, clip_fea, y, zero, speaker_masks=masks)[0]
+            v = u + s.audio_cfg * (c - u)
+        else:
+            d = model(z[None], ti, ctx_null, clip_fea, y, audio, speaker_masks=masks)[0]
+            u = model(z[None], ti, ctx_null, clip_fea, y, zero, speaker_masks=masks)[0]
+            v = u + s.cfg * (c - d) + s.audio_cfg * (d - u)
+        z = z + (-v) * ((t[i] - t[i + 1]) / 1000)
+        z[:, :1] = z_mot
+    return codec.decode(z)
+
+
+@pytest.mark.parametrize("speakers,text_scale", [(1, 5.0), (1, 1.0), (2, 5.0)])
+def test_tiny_window_matches_official_formulas(speakers, text_scale):
+    model, cfg = _model()
+    codec, clip = TinyCodec(), TinyClip()
+    job = _job(cfg, speakers, 2, text_scale)
+    noise = torch.randn(16, 3, job.source.th // 8, job.source.tw // 8, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        ref = _official(model, codec, clip, job, noise)
+        for batched in (False, True):
+            job.settings.batch_branches = batched
+            frames, _, _ = run(model, codec, clip, job, callbacks=Callbacks(noise=lambda k, shape: noise))
+            golden.assert_close(frames, ref, rel=1e-5, what=f"batched={batched}")
