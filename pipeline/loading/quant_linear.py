@@ -112,8 +112,9 @@ class Fp8Linear(PatchedLinear):
         xq = (x2.to(torch.float32) / sx).to(torch.float8_e4m3fn)
         sw = self.scale_weight.to(torch.float32)
         sw = sw.reshape(1, 1).expand(1, self.out_features).contiguous() if rowwise else sw
-        bias = None if self.bias is None else self.bias.to(dt)
-        out = torch._scaled_mm(xq, self.weight.t(), scale_a=sx, scale_b=sw, bias=bias, out_dtype=dt)
+        out = torch._scaled_mm(xq, self.weight.t(), scale_a=sx, scale_b=sw, out_dtype=dt)
+        if self.bias is not None:  # added here: not every torch/cuBLASLt build takes a bias with row-wise scales
+            out = out + self.bias.to(dt)
         if self.lora is not None:
             out = out + self.lora.output_delta(x2.to(dt))
         return out[:rows].reshape(*shape[:-1], self.out_features)
