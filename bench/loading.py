@@ -93,7 +93,7 @@ def measure(label, model, inputs, device, runs, baseline=None):
     median, times = time_forward(model, inputs, device, runs)
     line = f"{label:<34} {median:8.3f} s/forward ({', '.join(f'{t:.3f}' for t in times)})"
     if baseline:
-        line += f"  x{median / baseline:.2f} vs bf16"
+        line += f"  x{median / baseline:.2f} vs baseline"
     if device.type == "cuda":
         line += (f" | weights {torch.cuda.memory_allocated(device) / 2**30:5.1f} GiB, "
                  f"peak {torch.cuda.max_memory_allocated(device) / 2**30:5.1f} GiB")
@@ -158,7 +158,7 @@ def main():
     print(f"{name}, torch {torch.__version__}; {width}x{height} x {frames} frames ({tokens} tokens), 1 speaker, "
           f"batch 1, sdpa; {len(model.blocks)} blocks")
 
-    base = measure("bf16" if dtype == torch.bfloat16 else str(dtype), model, inputs, device, args.runs)
+    base = measure(f"{str(dtype).split('.')[-1]} (baseline)", model, inputs, device, args.runs)
     if not args.skip_swap:
         for n in swaps:
             swap = block_swap.install(model, n, device, overlap=True)
