@@ -10,6 +10,7 @@ official code runs it) and, when CUDA is available, on the GPU in fp32 / fp16 / 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import statistics
 import sys
@@ -25,13 +26,14 @@ TINY = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2
                       conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
 
 
-def random_encoder(config: Wav2Vec2Config, device: str, dtype: torch.dtype) -> Wav2Vec2Encoder:
-    with torch.device(device):
-        model = Wav2Vec2Encoder(config, normalize_input=True)
+def random_encoder(config: Wav2Vec2Config) -> Wav2Vec2Encoder:
+    """Seeded random weights drawn on the CPU, so every device runs the same model."""
+    torch.manual_seed(0)
+    model = Wav2Vec2Encoder(config, normalize_input=True)
     with torch.no_grad():
         for param in model.parameters():
             param.normal_(0.0, 0.02)
-    return model.to(dtype).eval()
+    return model.eval()
 
 
 def speech(seconds: float, rate: int = 44100) -> torch.Tensor:
@@ -71,8 +73,9 @@ def main() -> None:
     if torch.cuda.is_available() and not args.smoke:
         runs += [("cuda", torch.float32), ("cuda", torch.float16), ("cuda", torch.bfloat16)]
     reference = None
+    cpu_model = random_encoder(config)
     for device, dtype in runs:
-        model = random_encoder(config, device, dtype)
+        model = copy.deepcopy(cpu_model).to(device, dtype)
         torch.manual_seed(0)
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
