@@ -222,3 +222,18 @@ def test_float_views_are_zero_copy(tmp_path, ref, cfg):
     model, _ = load(ref, cfg, tmp_path / "b.safetensors", tmp_path / "a.safetensors")
     w = model.blocks[0].ffn[0].weight if hasattr(model.blocks[0].ffn, "__getitem__") else model.blocks[0].ffn._modules["0"].weight
     assert not w.untyped_storage().resizable()  # storage borrowed from the mmap, not allocated by torch
+
+
+def test_fp8_activation_quantisation_round_trips():
+    """The per-token scales of the fp8 matmul path reproduce the activations to fp8 precision."""
+    from infinitetalk_lipsync.pipeline.loading.quant_linear import _quantize_fp8
+
+    x = torch.randn(48, 64) * torch.logspace(-3, 3, 48)[:, None]
+    for rowwise in (True, False):
+        q, scale = _quantize_fp8(x, rowwise)
+        assert q.dtype == torch.float8_e4m3fn and scale.shape == ((48, 1) if rowwise else ())
+        back = q.float() * scale
+        if rowwise:  # e4m3 keeps 3 mantissa bits: relative error <= 2^-4 per element
+            assert ((back - x).abs() <= x.abs() * 2 ** -4 + 1e-30).all()
+        else:
+            assert (back - x).abs().max() <= x.abs().max() * 2 ** -4

@@ -73,6 +73,36 @@ class GGUFLinear(PatchedLinear):
         return super().extra_repr() + f", gguf={dequant.type_name(self.qtype)}"
 
 
+def _quantize_fp8(x: torch.Tensor, rowwise: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [M, K] -> (e4m3fn [M, K], fp32 scale [M, 1] per token or [] per tensor), x ~ q * scale."""
+    amax = x.abs().amax(dim=1, keepdim=True) if rowwise else x.abs().amax()
+    scale = (amax.to(torch.float32) / FP8_MAX[torch.float8_e4m3fn]).clamp_min(1e-12)
+    return (x.to(torch.float32) / scale).to(torch.float8_e4m3fn), scale
+
+
+_quantize_impl = None
+
+
+def quantize_fp8(x: torch.Tensor, rowwise: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_quantize_fp8` fused into one pass by torch.compile where it compiles.
+
+    Eager it makes ~6 passes over the activations with an fp32 copy, which cost more than the
+    fp8 GEMM saves (H100, 480p: 3.76 s vs 3.13 s per forward in bf16). Without a working
+    compiler (no Triton) it stays eager, with one warning.
+    """
+    global _quantize_impl
+    if _quantize_impl is None:
+        try:
+            compiled = torch.compile(_quantize_fp8, dynamic=True)
+            compiled(x, rowwise)
+            _quantize_impl = compiled
+        except Exception as exc:  # no Triton / compiler: correct, just slower
+            log.warning("fp8 activation quantisation not compiled (%s); running it eagerly",
+                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            _quantize_impl = _quantize_fp8
+    return _quantize_impl(x, rowwise)
+
+
 class Fp8Linear(PatchedLinear):
     """weight: fp8 [out, in]; scale_weight: float32 0-dim (1 for plain fp8).
 
@@ -107,9 +137,7 @@ class Fp8Linear(PatchedLinear):
         if rows % 16:  # cuBLASLt fp8 wants every dimension a multiple of 16
             x2 = torch.nn.functional.pad(x2, (0, 0, 0, 16 - rows % 16))
         rowwise = dt == torch.bfloat16
-        amax = x2.abs().amax(dim=1, keepdim=True) if rowwise else x2.abs().amax()
-        sx = (amax.to(torch.float32) / FP8_MAX[torch.float8_e4m3fn]).clamp_min(1e-12)
-        xq = (x2.to(torch.float32) / sx).to(torch.float8_e4m3fn)
+        xq, sx = quantize_fp8(x2, rowwise)
         sw = self.scale_weight.to(torch.float32)
         sw = sw.reshape(1, 1).expand(1, self.out_features).contiguous() if rowwise else sw
         out = torch._scaled_mm(xq, self.weight.t(), scale_a=sx, scale_b=sw, out_dtype=dt)
