@@ -1,12 +1,18 @@
 """ComfyUI V1 nodes. Each module defines its own NODE_CLASS_MAPPINGS / NODE_DISPLAY_NAME_MAPPINGS;
 this file merges them. Node modules reach ComfyUI only through ``host``."""
 from . import host
+from . import audio
 from . import frame_count
+from . import loader
+from . import mask
 from . import sampler
 
 # One module per line, so that branches adding nodes merge cleanly.
 _MODULES = (
+    audio,
     frame_count,
+    loader,
+    mask,
     sampler,
 )
 

@@ -1,7 +1,7 @@
 """InfiniteTalk Frame Count: how many frames and windows an audio clip needs, with the plan shown on the node."""
 from __future__ import annotations
 
-from ..pipeline.window_plan import WindowPlanError, frames_for_duration, plan_windows
+from ..pipeline.window_plan import WindowPlanError, frames_for_duration, plan_windows, validate_settings
 
 COVER = "cover audio"
 FIT = "fit inside audio"
@@ -21,19 +21,21 @@ def audio_duration(audio: dict) -> float:
 
 def frame_count(duration_s: float, fps: float, window: int, motion: int, policy: str):
     """(frame_count, window_count, video duration s, plan text) for ``duration_s`` of audio."""
+    validate_settings(window, motion, fps)
     audio_frames = frames_for_duration(duration_s, fps)
-    plan = plan_windows([audio_frames], window=window, motion=motion, fps=fps)
     head = f"audio {duration_s:.2f} s = {audio_frames} frames at {fps:g} fps; policy: {policy}"
+    frames = audio_frames
     if policy == FIT:
         if audio_frames < window:
             head += (f"\nnothing aligned fits inside {audio_frames} frames (one window is {window}): "
                      f"using one window trimmed to the audio, as '{COVER}'")
         else:
-            aligned = window + (audio_frames - window) // plan.stride * plan.stride
-            plan = plan_windows([audio_frames], window=window, motion=motion, fps=fps, num_frames=aligned)
-            head += f"\n{audio_frames - aligned} frames of audio left over at the end (the video stops earlier)"
+            stride = window - motion
+            frames = window + (audio_frames - window) // stride * stride
+            head += f"\n{audio_frames - frames} frames of audio left over at the end (the video stops earlier)"
     elif policy != COVER:
         raise ValueError(f"policy={policy!r}: choose '{COVER}' or '{FIT}'.")
+    plan = plan_windows([audio_frames], window=window, motion=motion, fps=fps, num_frames=frames)
     return plan.num_frames, len(plan.windows), plan.duration_s, f"{head}\n{plan.summary()}"
 
 

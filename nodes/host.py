@@ -28,6 +28,10 @@ IN_COMFY = _mm is not None
 PACK_FOLDERS = {
     "wav2vec2": ("wav2vec2", {".safetensors", ".bin", ".pt", ".pth", ".json"}, ("audio_encoders",)),
     "sam2": ("sam2", {".safetensors", ".pt", ".pth"}, ()),
+    # DiT files incl. GGUF: the core diffusion_models/unet folders (+ model_patches, where Comfy-Org's
+    # InfiniteTalk files live) listed with .gguf, without changing what core loaders list.
+    "infinitetalk_dit": ("diffusion_models", {".safetensors", ".sft", ".gguf", ".pt", ".pth", ".bin"},
+                         ("diffusion_models", "model_patches")),
 }
 
 

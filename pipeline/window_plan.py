@@ -144,36 +144,44 @@ class WindowPlan:
             kept = (f"output {w.output_start}-{w.output_start + w.kept - 1}" if w.kept
                     else "adds no output frame")
             lines.append(f"  window {w.index + 1}: frames {w.start}-{w.end - 1} "
-                         f"({w.start / self.fps:.2f}-{w.end / self.fps:.2f} s) -> {kept}; "
+                         f"({w.ref_time_s:.2f}-{w.end / self.fps:.2f} s) -> {kept}; "
                          f"reference frame {w.ref_frame}")
         padded = [p - a for p, a in zip(self.padded_lengths, self.audio_lengths)]
-        if any(padded):
+        if any(padded) and self.end_window < len(self.windows):
             who = ", ".join(f"speaker {s + 1}: {n}" for s, n in enumerate(padded) if n)
             lines.append(f"audio end mirrored for the last window ({who} rows), no zero padding")
         return "\n".join(lines)
 
 
+def _is_count(value, minimum: int = 1) -> bool:
+    """An int (not a bool) >= minimum."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _check_fps(fps) -> None:
+    if not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
+        raise WindowPlanError(f"fps={fps!r}: the frame rate must be a positive number (25 is the trained rate).")
+
+
 def validate_settings(window: int, motion: int, fps: float) -> None:
     """Raise WindowPlanError for a window/motion/fps the model cannot use."""
-    if isinstance(window, bool) or not isinstance(window, int) or window < 5 or (window - 1) % 4:
+    if not _is_count(window, 5) or (window - 1) % 4:
         raise WindowPlanError(f"window={window!r}: the window must be 4n+1 frames (5, 9, ..., 81, ...): "
                               f"the VAE packs 4 frames per latent after the first. 81 is the trained size.")
-    if isinstance(motion, bool) or not isinstance(motion, int) or motion < 1 or (motion - 1) % 4:
+    if not _is_count(motion) or (motion - 1) % 4:
         raise WindowPlanError(f"motion frames={motion!r}: must be 4k+1 (1, 5, 9, ...) so they encode to "
                               f"whole latents. 9 is the official value.")
     if motion >= window:
         raise WindowPlanError(f"motion frames={motion} must be smaller than window={window}: "
                               f"each window must add new frames.")
-    if not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
-        raise WindowPlanError(f"fps={fps!r}: the frame rate must be a positive number (25 is the trained rate).")
+    _check_fps(fps)
 
 
 def frames_for_duration(duration_s: float, fps: float) -> int:
     """Output frames that cover ``duration_s`` seconds: round(duration_s * fps)."""
     if not math.isfinite(duration_s) or duration_s <= 0:
         raise WindowPlanError(f"duration={duration_s!r} s: the audio must be longer than 0 s.")
-    if not math.isfinite(fps) or fps <= 0:
-        raise WindowPlanError(f"fps={fps!r}: the frame rate must be a positive number.")
+    _check_fps(fps)
     frames = round(duration_s * fps)
     if frames < 1:
         raise WindowPlanError(f"duration={duration_s} s is shorter than one frame at {fps:g} fps.")
@@ -218,8 +226,9 @@ def padded_source_index(length: int, padded_length: int) -> torch.Tensor:
 
 def pad_embedding(embedding: torch.Tensor, padded_length: int) -> torch.Tensor:
     """Mirror-pad ``embedding`` [L, ...] along time to [padded_length, ...] (see padded_source_index)."""
-    index = padded_source_index(embedding.shape[0], padded_length)
-    return embedding if padded_length == embedding.shape[0] else embedding[index.to(embedding.device)]
+    if padded_length == embedding.shape[0]:
+        return embedding
+    return embedding[padded_source_index(embedding.shape[0], padded_length).to(embedding.device)]
 
 
 def plan_windows(audio_lengths, *, window: int = 81, motion: int = 9, fps: float = 25.0,
@@ -234,13 +243,13 @@ def plan_windows(audio_lengths, *, window: int = 81, motion: int = 9, fps: float
     """
     validate_settings(window, motion, fps)
     lengths = tuple(audio_lengths)
-    if not lengths or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in lengths):
+    if not lengths or not all(_is_count(n) for n in lengths):
         raise WindowPlanError(f"audio lengths {lengths!r}: every speaker needs at least one embedding row "
                               f"(check that the audio is not empty).")
     total = max(lengths) if num_frames is None else num_frames
-    if isinstance(total, bool) or not isinstance(total, int) or total < 1:
+    if not _is_count(total):
         raise WindowPlanError(f"num_frames={num_frames!r}: the output needs at least one frame.")
-    if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1):
+    if max_frames is not None and not _is_count(max_frames):
         raise WindowPlanError(f"max_frames={max_frames!r}: must be a positive frame count or None.")
     stride = window - motion
     target = total if max_frames is None else min(total, max_frames)
@@ -251,7 +260,7 @@ def plan_windows(audio_lengths, *, window: int = 81, motion: int = 9, fps: float
     count = 1 if clip_mode else end_window + 1
     end = end_window * stride + window
     padded = tuple(end + _PAD_MARGIN if end >= n else n for n in lengths)
-    out_len = min(window + (count - 1) * stride, total, target)
+    out_len = min(window + (count - 1) * stride, target)
     source_fps = fps if source_fps is None else source_fps
 
     windows = []

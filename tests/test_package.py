@@ -136,7 +136,7 @@ def test_node_is_well_formed(name):
         assert takes_kwargs or input_name in params, f"{name}.{cls.FUNCTION}() lacks parameter {input_name}"
         if section == "optional" and not takes_kwargs:
             assert params[input_name].default is not inspect.Parameter.empty, f"{name}.{input_name}: default None"
-        if isinstance(kind, list):
+        if isinstance(kind, list) and kind:  # model-file lists are empty outside ComfyUI
             assert options.get("default", kind[0]) in kind, f"{name}.{input_name}: default not among choices"
         elif kind in ("INT", "FLOAT") and "default" in options:
             assert options.get("min", options["default"]) <= options["default"] <= options.get("max", options["default"])

@@ -68,3 +68,23 @@ def test_bad_setting_reports_clear_error(comfy_server):
                     "inputs": {"duration": 4.0, "fps": 25.0, "window": 81, "motion_frames": 81, "policy": "cover audio"}}}
     with pytest.raises(RuntimeError, match="motion frames=81 must be smaller than window=81"):
         comfy_server.run(prompt, timeout=60)
+
+
+def test_pack_model_folders_registered(comfy_server):
+    """wav2vec2 (also listing core audio_encoders) and sam2 are model folders of the running ComfyUI."""
+    # The server is shared by the session: other tests put real model files in these folders too,
+    # so use names of our own and check inclusion.
+    files = {"wav2vec2/folder-check/model.safetensors", "audio_encoders/folder-check_fp16.safetensors",
+             "sam2/folder-check.safetensors"}
+    for name in files:
+        path = comfy_server.models_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    try:
+        assert {"wav2vec2", "sam2"} <= set(comfy_server.get("/models"))
+        assert {"folder-check/model.safetensors", "folder-check_fp16.safetensors"} <= set(
+            comfy_server.get("/models/wav2vec2"))
+        assert "folder-check.safetensors" in comfy_server.get("/models/sam2")
+    finally:
+        for name in files:
+            (comfy_server.models_dir / name).unlink()

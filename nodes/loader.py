@@ -1,0 +1,115 @@
+"""Loader nodes: the InfiniteTalk DiT (base Wan 2.1 I2V 14B + InfiniteTalk adapter, any format)
+and a chainable LoRA selector.
+
+The loaded model is cached by ComfyUI's normal output cache (same inputs -> no reload) and
+released when the cache is cleared ("Free model and node cache" / ``/free`` with
+``free_memory``): the INFINITETALK_MODEL object owns the only reference to the weights.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import host
+from ..pipeline.loading import load_dit
+
+FOLDER = "infinitetalk_dit"
+PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+FP8_MODES = {"upcast (safe, any GPU)": "upcast", "fp8 matmul (fast, RTX 40xx/H100+)": "scaled_mm"}
+LORA_MODES = {"merge into weights (fast)": "merge", "apply on the fly (low memory)": "on_the_fly"}
+
+
+def _attention_backends() -> list[str]:
+    try:
+        from ..pipeline.dit.attention import BACKENDS
+        return list(BACKENDS)
+    except ImportError:
+        return ["sdpa"]
+
+
+class InfiniteTalkModel:
+    """What INFINITETALK_MODEL carries: the DiT, its load report and where it runs."""
+
+    def __init__(self, model, report, device, offload_device):
+        self.model = model
+        self.report = report
+        self.device = device
+        self.offload_device = offload_device
+
+    def __repr__(self):
+        return f"InfiniteTalkModel({self.report.family}, {self.report.compute_dtype})"
+
+
+class InfiniteTalkModelLoader:
+    @classmethod
+    def INPUT_TYPES(cls):
+        files = host.model_files(FOLDER)
+        return {
+            "required": {
+                "model": (files, {"tooltip": "Wan 2.1 I2V 14B 480P or 720P base model (models/diffusion_models): "
+                                             "fp16/bf16/fp32, fp8 (plain or scaled) .safetensors, or a city96 .gguf."}),
+                "infinitetalk_model": (files, {"tooltip": "InfiniteTalk audio weights, single or multi speaker "
+                                                          "(e.g. Wan2_1-InfiniTetalk-Single_fp16.safetensors, fp8 "
+                                                          "scaled or GGUF), in models/diffusion_models or model_patches."}),
+                "base_precision": (list(PRECISIONS), {"default": "bf16", "tooltip": "Compute precision. bf16 is "
+                                                      "the official one; fp16 for GPUs without bf16; fp32 for debugging."}),
+                "fp8_mode": (list(FP8_MODES), {"tooltip": "fp8 weights only: up-cast per layer (exact, any GPU) or "
+                                               "run fp8 matmul with per-token scales (faster, compute capability 8.9+)."}),
+                "attention": (_attention_backends(), {"tooltip": "Attention kernel; sdpa works everywhere."}),
+                "blocks_to_swap": ("INT", {"default": 0, "min": 0, "max": 40, "tooltip": "Transformer blocks kept "
+                                           "in CPU RAM and streamed to the GPU while the previous block computes "
+                                           "(0 = all on GPU; 20 saves ~half the VRAM of the weights, 40 the most)."}),
+            },
+            "optional": {
+                "lora": ("INFINITETALK_LORA", {"tooltip": "LoRAs from InfiniteTalk LoRA nodes (e.g. lightx2v, FusionX)."}),
+                "lora_mode": (list(LORA_MODES), {"tooltip": "Float weights: bake LoRAs in at load (default) or keep "
+                                                 "them separate. GGUF and fp8 weights always apply them on the fly."}),
+            },
+        }
+
+    RETURN_TYPES = ("INFINITETALK_MODEL",)
+    RETURN_NAMES = ("model",)
+    FUNCTION = "load"
+    CATEGORY = "InfiniteTalk/loaders"
+    DESCRIPTION = "Loads Wan 2.1 I2V 14B + InfiniteTalk in any common format and shows what it recognised."
+
+    def load(self, model, infinitetalk_model, base_precision, fp8_mode, attention, blocks_to_swap, lora=None,
+             lora_mode="merge into weights (fast)"):
+        device, offload = host.torch_device(), host.offload_device()
+        dit, report = load_dit(host.model_path(FOLDER, model), host.model_path(FOLDER, infinitetalk_model),
+                               compute_dtype=PRECISIONS[base_precision], fp8_mode=FP8_MODES[fp8_mode],
+                               loras=[(entry["path"], entry["strength"]) for entry in (lora or [])],
+                               device=device, offload_device=offload, blocks_to_swap=blocks_to_swap,
+                               attention=attention, lora_mode=LORA_MODES[lora_mode])
+        text = report.text()
+        host.show_text(None, text)
+        return {"ui": {"text": [text]}, "result": (InfiniteTalkModel(dit, report, device, offload),)}
+
+
+class InfiniteTalkLoRA:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "lora": (host.model_files("loras"), {"tooltip": "A Wan 2.1 I2V 14B LoRA (models/loras), e.g. "
+                                                     "lightx2v step distill or FusionX."}),
+                "strength": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.01,
+                                       "tooltip": "LoRA strength; 0 disables it."}),
+            },
+            "optional": {
+                "prev_lora": ("INFINITETALK_LORA", {"tooltip": "Chain: LoRAs selected by another InfiniteTalk LoRA node."}),
+            },
+        }
+
+    RETURN_TYPES = ("INFINITETALK_LORA",)
+    RETURN_NAMES = ("lora",)
+    FUNCTION = "select"
+    CATEGORY = "InfiniteTalk/loaders"
+    DESCRIPTION = "Adds a LoRA with its strength to a chain for the InfiniteTalk Model Loader."
+
+    def select(self, lora, strength, prev_lora=None):
+        entry = {"name": lora, "path": host.model_path("loras", lora), "strength": float(strength)}
+        return (list(prev_lora or []) + [entry],)
+
+
+NODE_CLASS_MAPPINGS = {"InfiniteTalkModelLoader": InfiniteTalkModelLoader, "InfiniteTalkLoRA": InfiniteTalkLoRA}
+NODE_DISPLAY_NAME_MAPPINGS = {"InfiniteTalkModelLoader": "InfiniteTalk Model Loader", "InfiniteTalkLoRA": "InfiniteTalk LoRA"}

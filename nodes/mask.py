@@ -1,0 +1,256 @@
+"""Face-only dubbing nodes: SAM2 loader, face mask, face crop -> paste, and the compositor.
+
+InfiniteTalk re-renders the whole frame; these nodes keep everything but the face (or mouth)
+exactly as in the source video.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import host
+from ..pipeline.mask.colour import COLOUR_MODES
+from ..pipeline.mask.composite import composite, resize_masks
+from ..pipeline.mask.crop import CROP_INFO_TYPE, crop_frames, paste_frames, plan_crop
+from ..pipeline.mask.face_box import boxes_from_mask, parse_box, parse_points, track_faces
+from ..pipeline.mask.face_mask import face_masks
+from ..pipeline.mask.regions import REGIONS, ellipse_masks
+from ..pipeline.mask.sam2_model import load_sam2
+
+SAM2_TYPE = "INFINITETALK_SAM2"
+CATEGORY = "InfiniteTalk/mask"
+_NO_SAM2_FILE = "put sam2.1_hiera_*.safetensors or .pt in models/sam2"
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+_REGION = (list(REGIONS), {"default": "lower_face", "tooltip":
+           "What to regenerate: 'face' (forehead to chin), 'lower_face' (mouth, cheeks and chin; eyes untouched) "
+           "or 'mouth' (lips and a little around them)."})
+_FEATHER = ("INT", {"default": 12, "min": 0, "max": 128, "tooltip":
+            "Soft-edge width in pixels. The blend fades over this many pixels around the mask edge; pixels "
+            "farther than this outside the mask are exactly the source."})
+_COLOUR = (list(COLOUR_MODES), {"default": "lab", "tooltip":
+           "Match the generated colours to the source over a band just inside the mask edge, so no seam "
+           "shows: 'lab' (mean and spread in Lab), 'histogram' (per RGB channel) or 'none'."})
+_ERODE = ("INT", {"default": 0, "min": 0, "max": 128, "tooltip":
+          "Shrink the mask by this many pixels before feathering (keeps more of the source near the edge)."})
+_BOX = ("STRING", {"default": "", "tooltip":
+        "Optional face box 'x0,y0,x1,y1' in pixels of the first frame. Used when no mask is connected; "
+        "leave empty to detect the face automatically (OpenCV)."})
+_DETECT_EVERY = ("INT", {"default": 5, "min": 1, "max": 250, "tooltip":
+                 "Automatic face detection runs on every N-th frame and is interpolated between them "
+                 "(only when neither a mask nor a box is given)."})
+
+
+def _box_or_none(box: str):
+    try:
+        return parse_box(box)
+    except ValueError as err:
+        raise ValueError(f"box: {err}") from None
+
+
+class InfiniteTalkSAM2Loader:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model_name": (host.model_files("sam2") or [_NO_SAM2_FILE], {"tooltip":
+                           "A SAM2 / SAM2.1 checkpoint in models/sam2: Meta's sam2.1_hiera_{tiny,small,base_plus,"
+                           "large}.pt or Kijai's sam2.1_hiera_*.safetensors (fp32 or fp16). The size is read "
+                           "from the file. Needs transformers>=4.56."}),
+            "precision": (["auto", "fp32", "bf16", "fp16"], {"default": "auto", "tooltip":
+                          "Compute precision. 'auto' = bf16 on a GPU, fp32 on the CPU."}),
+        }}
+
+    RETURN_TYPES = (SAM2_TYPE,)
+    RETURN_NAMES = ("sam2",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Loads a SAM2 video segmentation model for InfiniteTalk Face Mask."
+
+    def load(self, model_name, precision):
+        path = host.model_path("sam2", model_name)
+        if precision == "auto":
+            precision = "fp32" if host.torch_device().type == "cpu" else "bf16"
+        sam = load_sam2(path, dtype=_DTYPES[precision], device=host.offload_device())
+        return (sam,)
+
+
+class InfiniteTalkFaceMask:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "The source video frames (or one image)."}),
+                "region": _REGION,
+                "dilation": ("INT", {"default": 8, "min": -64, "max": 256, "tooltip":
+                             "Grow (positive) or shrink (negative) the mask by this many pixels."}),
+                "smoothing": ("INT", {"default": 5, "min": 1, "max": 51, "tooltip":
+                              "Average the mask over this many neighbouring frames so it does not flicker "
+                              "(1 = off)."}),
+                "detect_every": _DETECT_EVERY,
+            },
+            "optional": {
+                "sam2": (SAM2_TYPE, {"tooltip": "Optional SAM2 model (InfiniteTalk SAM2 Loader): the mask follows "
+                         "the real outline of the face. Without it the mask is an ellipse around the face box."}),
+                "mask": ("MASK", {"tooltip": "Optional mask over the face (e.g. painted in Load Image's mask "
+                         "editor). Its bounding box is the face box: one mask = first frame, a batch = per frame."}),
+                "box": _BOX,
+                "points": ("STRING", {"default": "", "tooltip":
+                           "Optional extra SAM2 clicks on the first frame, 'x,y; x,y' in pixels; prefix '-' for a "
+                           "point that is NOT face (e.g. '-240,400' on a microphone)."}),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    RETURN_TYPES = ("MASK",)
+    RETURN_NAMES = ("mask",)
+    FUNCTION = "run"
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Face (or lower-face / mouth) mask for every frame: SAM2 when connected, else an ellipse "
+                   "around the face box from a mask, a typed box or automatic detection.")
+
+    def run(self, images, region, dilation, smoothing, detect_every, sam2=None, mask=None, box="", points="",
+            unique_id=None):
+        device = host.torch_device() if sam2 is not None else "cpu"
+        if sam2 is not None:
+            host.free_memory(sum(p.numel() * p.element_size() for p in sam2.model.parameters()), device)
+            sam2.model.to(device)
+        try:
+            masks, _, report = face_masks(
+                images, sam=sam2, user_mask=mask, box=_box_or_none(box), points=parse_points(points),
+                region=region, dilation=dilation, smoothing=smoothing, detect_every=detect_every,
+                device=device, progress_factory=lambda total: host.Progress(total, unique_id).update)
+        finally:
+            if sam2 is not None:
+                sam2.model.to(host.offload_device())
+                host.soft_empty_cache()
+        host.show_text(unique_id, report)
+        return {"ui": {"text": [report]}, "result": (masks,)}
+
+
+class InfiniteTalkFaceCrop:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "The source video frames."}),
+                "width": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 16, "tooltip":
+                          "Width of the crop frames handed to the sampler (multiple of 16)."}),
+                "height": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 16, "tooltip":
+                           "Height of the crop frames handed to the sampler (multiple of 16)."}),
+                "padding": ("FLOAT", {"default": 0.6, "min": 0.0, "max": 4.0, "step": 0.05, "tooltip":
+                            "Margin around the face on each side, as a fraction of the face size. The model "
+                            "needs some context (hair, neck) to render a natural face."}),
+                "window": ("INT", {"default": 0, "min": 0, "max": 100000, "tooltip":
+                           "0 = one fixed crop for the whole clip (steadiest). N = a new crop rectangle every N "
+                           "frames (follows a moving head; set it to the sampler's window length)."}),
+                "region": _REGION,
+                "detect_every": _DETECT_EVERY,
+            },
+            "optional": {
+                "mask": ("MASK", {"tooltip": "Optional face mask (e.g. from InfiniteTalk Face Mask); the crop "
+                         "follows its extent. Without it the face is found from the box or automatically."}),
+                "box": _BOX,
+            },
+        }
+
+    RETURN_TYPES = ("IMAGE", CROP_INFO_TYPE, "MASK")
+    RETURN_NAMES = ("crop_images", "crop_info", "crop_mask")
+    FUNCTION = "run"
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Crops a steady face region for generation at a small size; InfiniteTalk Face Paste puts the "
+                   "result back into the full-resolution video.")
+
+    def run(self, images, width, height, padding, window, region, detect_every, mask=None, box=""):
+        count, h, w = images.shape[:3]
+        typed = _box_or_none(box)
+        if mask is not None:
+            boxes, paste_region = boxes_from_mask(mask, count, h, w), "box"
+        elif typed is not None:
+            boxes, paste_region = torch.tensor(typed)[None].expand(count, 4).clone(), region
+        else:
+            boxes, paste_region = track_faces(images, detect_every=detect_every), region
+        info = plan_crop(boxes, h, w, width, height, padding=padding, window=window, region=paste_region)
+        crops = crop_frames(images, info)
+        full = resize_masks(mask if mask is not None else ellipse_masks(boxes, h, w, region), h, w)
+        if full.shape[0] < count:  # one mask (or a short batch): hold the last one
+            full = torch.cat([full, full[-1:].expand(count - full.shape[0], h, w)])
+        crop_mask = crop_frames(full[:count, :, :, None], info)[..., 0]
+        return crops, info, crop_mask
+
+
+class InfiniteTalkFacePaste:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "The generated crop frames (any size; resized back)."}),
+                "crop_info": (CROP_INFO_TYPE, {"tooltip": "crop_info from InfiniteTalk Face Crop."}),
+                "source_images": ("IMAGE", {"tooltip": "The full-resolution source video given to Face Crop."}),
+                "feather": _FEATHER,
+                "colour_match": _COLOUR,
+                "erode": _ERODE,
+            },
+            "optional": {
+                "mask": ("MASK", {"tooltip": "Optional full-frame mask of what to replace (e.g. from InfiniteTalk "
+                         "Face Mask). Without it: an ellipse of the crop's region around the face."}),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("images",)
+    FUNCTION = "run"
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Pastes generated face crops back into the source video through a feathered, colour-matched "
+                   "mask. Pixels outside the mask are exactly the source.")
+
+    def run(self, images, crop_info, source_images, feather, colour_match, erode, mask=None, unique_id=None):
+        count = min(images.shape[0], source_images.shape[0])
+        progress = host.Progress(count, unique_id)
+        out = paste_frames(images, source_images, crop_info, masks=mask, feather_radius=feather,
+                           colour_match=colour_match, erode=erode, progress=progress.update)
+        return (out,)
+
+
+class InfiniteTalkComposite:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "The generated full-frame video (resized to the source if needed)."}),
+                "source_images": ("IMAGE", {"tooltip": "The source video whose pixels are kept outside the mask."}),
+                "mask": ("MASK", {"tooltip": "Where to take the generated pixels (e.g. from InfiniteTalk Face "
+                         "Mask); one mask is used for every frame."}),
+                "feather": _FEATHER,
+                "colour_match": _COLOUR,
+                "erode": _ERODE,
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("images",)
+    FUNCTION = "run"
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Keeps the source video everywhere except inside the mask, where the generated video is "
+                   "blended in (feathered, colour-matched). Fixes background/clothing drift of full-frame V2V.")
+
+    def run(self, images, source_images, mask, feather, colour_match, erode, unique_id=None):
+        count = min(images.shape[0], source_images.shape[0])
+        progress = host.Progress(count, unique_id)
+        return (composite(images, source_images, mask, feather, colour_match, erode, progress=progress.update),)
+
+
+NODE_CLASS_MAPPINGS = {
+    "InfiniteTalkSAM2Loader": InfiniteTalkSAM2Loader,
+    "InfiniteTalkFaceMask": InfiniteTalkFaceMask,
+    "InfiniteTalkFaceCrop": InfiniteTalkFaceCrop,
+    "InfiniteTalkFacePaste": InfiniteTalkFacePaste,
+    "InfiniteTalkComposite": InfiniteTalkComposite,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "InfiniteTalkSAM2Loader": "InfiniteTalk SAM2 Loader",
+    "InfiniteTalkFaceMask": "InfiniteTalk Face Mask",
+    "InfiniteTalkFaceCrop": "InfiniteTalk Face Crop",
+    "InfiniteTalkFacePaste": "InfiniteTalk Face Paste",
+    "InfiniteTalkComposite": "InfiniteTalk Composite",
+}

@@ -1,0 +1,114 @@
+"""Speech -> InfiniteTalk audio embeddings (official ``audio_prepare_*`` + ``get_embedding``).
+
+Per speaker: mono 16 kHz (soxr_hq) -> loudness to -23 LUFS -> optional input normalisation ->
+wav2vec2 CNN -> linear interpolation to int(duration * fps) steps -> transformer -> every layer's
+output stacked -> [L, num_layers, hidden] float32 on CPU.
+
+The transformer always sees the whole clip: attention spans the full sequence, so splitting it
+would change the numbers. Memory is bounded with a memory-efficient attention kernel
+(scaled_dot_product_attention) rather than by chunking.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .embeds import AudioEmbeds
+from .preprocess import (SAMPLE_RATE, combine_speakers, loudness_normalize, normalize_input, to_mono_16k)
+from .wav2vec2 import Wav2Vec2Encoder
+
+
+def frame_count(num_samples: int, fps: float) -> int:
+    """Embedding rows for a clip: int(samples / 16000 * fps), the official expression."""
+    return int(num_samples / SAMPLE_RATE * fps)
+
+
+@torch.no_grad()
+def embed_track(model: Wav2Vec2Encoder, track: np.ndarray, fps: float, what: str = "audio") -> torch.Tensor:
+    """One 16 kHz track [N] (loudness-normalised) -> [int(N/16000*fps), num_layers, hidden] float32 CPU."""
+    seq_len = frame_count(track.shape[-1], fps)
+    receptive = model.receptive_field
+    if seq_len < 1 or track.shape[-1] < receptive:
+        need = max(receptive / SAMPLE_RATE, 1.0 / fps)
+        raise ValueError(f"{what}: {track.shape[-1] / SAMPLE_RATE:.3f} s of audio is too short; at least "
+                         f"{need:.3f} s is needed for one video frame at {fps:g} fps.")
+    values = normalize_input(track) if model.normalize_input else track.astype(np.float32)
+    param = next(model.parameters())
+    x = torch.from_numpy(values)[None].to(device=param.device, dtype=param.dtype)
+    with _full_fp32(param.device):
+        return model(x, seq_len)[0].float().cpu()
+
+
+@contextmanager
+def _full_fp32(device: torch.device):
+    """On CUDA, keep fp32 convolutions and matmuls in full fp32 (no TF32), like the official CPU run."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@dataclass
+class AudioReport:
+    """What the node shows: per-input measured loudness (LUFS; -inf for silence) and the result."""
+
+    loudness_lufs: list[float]
+    duration_s: float
+    num_frames: int
+    rows: int
+
+    def text(self) -> str:
+        lufs = ", ".join("silent (not normalised)" if abs(v) > 100 else f"{v:.1f} LUFS" for v in self.loudness_lufs)
+        return (f"{self.duration_s:.2f} s -> {self.num_frames} frames ({self.rows} embedding rows); "
+                f"input loudness {lufs} -> -23 LUFS")
+
+
+def crop(track_len: int, start_s: float, end_s: float) -> slice:
+    """Sample slice for [start_s, end_s) of a 16 kHz timeline; end_s <= 0 means to the end."""
+    if start_s < 0:
+        raise ValueError(f"start_time must be >= 0, got {start_s}.")
+    start = int(round(start_s * SAMPLE_RATE))
+    end = track_len if end_s <= 0 else min(track_len, int(round(end_s * SAMPLE_RATE)))
+    if start >= end:
+        raise ValueError(f"start_time {start_s:g} s / end_time {end_s:g} s leave no audio (the audio is "
+                         f"{track_len / SAMPLE_RATE:.2f} s long); set start_time below end_time and the audio length.")
+    return slice(start, end)
+
+
+def compute_audio_embeds(model: Wav2Vec2Encoder, audios: list[tuple[object, int]], *, mode: str = "add",
+                         fps: float = 25.0, start_s: float = 0.0, end_s: float = 0.0) -> tuple[AudioEmbeds, AudioReport]:
+    """1 or 2 (waveform, sample_rate) inputs -> (AudioEmbeds, report).
+
+    Each input is down-mixed, resampled and loudness-normalised on its own (as the official code
+    does per file); two inputs are combined with ``mode`` ('add' sequential / 'para' simultaneous).
+    The crop [start_s, end_s) then applies to the combined 16 kHz timeline, so loudness does not
+    depend on the crop. The muxing waveform is the mono mix [1, N] at 16 kHz.
+    """
+    if not 1 <= len(audios) <= 2:
+        raise ValueError(f"InfiniteTalk takes 1 or 2 speakers, got {len(audios)} audio inputs.")
+    if not fps > 0:
+        raise ValueError(f"fps must be > 0, got {fps}.")
+    tracks, loudness = [], []
+    for i, (waveform, rate) in enumerate(audios):
+        what = f"speaker {i + 1} audio"
+        track, lufs = loudness_normalize(to_mono_16k(waveform, rate, what), what=what)
+        tracks.append(track)
+        loudness.append(lufs)
+    if len(tracks) == 2:
+        tracks = list(combine_speakers(tracks[0], tracks[1], mode))
+    window = crop(tracks[0].shape[-1], start_s, end_s)
+    tracks = [t[window] for t in tracks]
+    speakers = [embed_track(model, t, fps, f"speaker {i + 1} audio") for i, t in enumerate(tracks)]
+    mix = np.sum(tracks, axis=0).astype(np.float32)
+    duration = mix.shape[-1] / SAMPLE_RATE
+    embeds = AudioEmbeds(speakers=speakers, fps=float(fps), duration_s=duration, num_frames=round(duration * fps),
+                         waveform=torch.from_numpy(mix)[None], sample_rate=SAMPLE_RATE)
+    return embeds, AudioReport(loudness, duration, embeds.num_frames, speakers[0].shape[0])

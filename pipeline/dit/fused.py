@@ -1,0 +1,97 @@
+"""Fused RMSNorm + 3-D RoPE for the self-attention q and k (CUDA, half precision, Triton).
+
+The eager path needs four memory passes per tensor (norm, weight, rotate, cast: ~24 bytes per
+element); this kernel reads the projection once and writes the rotated result once (4 bytes).
+Same arithmetic and roundings as the eager path: fp32 statistics, the normalised value and the
+weighted value rounded to the input dtype (as the official model), fp32 rotation, one final
+rounding. Used only for CUDA half/bf16 inference outside torch.compile; anything else, or a
+kernel that fails to build, takes the eager path (after one warning).
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from .rope import apply_rope
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU-only installs: the eager path is used
+    triton = None
+
+ENABLED = True  # bench A/B switch; the model never needs to change it
+_FAILED: list[str] = []
+_VERIFIED: list[bool] = []
+
+
+if triton is not None:
+    @triton.jit
+    def _norm_rope_kernel(x_ptr, w_ptr, rot_ptr, out_ptr, tokens, eps,
+                          DIM: tl.constexpr, HALF_HEAD: tl.constexpr, BLOCK: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        token = row % tokens
+        pair = tl.arange(0, BLOCK)
+        mask = pair < DIM // 2
+        base = row * DIM
+        x_even = tl.load(x_ptr + base + 2 * pair, mask=mask, other=0.0).to(tl.float32)
+        x_odd = tl.load(x_ptr + base + 2 * pair + 1, mask=mask, other=0.0).to(tl.float32)
+        inv_rms = 1.0 / tl.sqrt(tl.sum(x_even * x_even + x_odd * x_odd, axis=0) / DIM + eps)
+        dtype = out_ptr.dtype.element_ty
+        w_even = tl.load(w_ptr + 2 * pair, mask=mask, other=0.0).to(tl.float32)
+        w_odd = tl.load(w_ptr + 2 * pair + 1, mask=mask, other=0.0).to(tl.float32)
+        q_even = ((x_even * inv_rms).to(dtype).to(tl.float32) * w_even).to(dtype).to(tl.float32)
+        q_odd = ((x_odd * inv_rms).to(dtype).to(tl.float32) * w_odd).to(dtype).to(tl.float32)
+        rot = rot_ptr + (token * HALF_HEAD + pair % HALF_HEAD) * 2
+        cos = tl.load(rot, mask=mask, other=1.0)
+        sin = tl.load(rot + 1, mask=mask, other=0.0)
+        tl.store(out_ptr + base + 2 * pair, (q_even * cos - q_odd * sin).to(dtype), mask=mask)
+        tl.store(out_ptr + base + 2 * pair + 1, (q_odd * cos + q_even * sin).to(dtype), mask=mask)
+
+
+def triton_norm_rope(x: torch.Tensor, weight: torch.Tensor, table: torch.Tensor, eps: float,
+                     num_heads: int) -> torch.Tensor:
+    """x [B, S, D] (contiguous), weight [D], table [S, 1, d/2, 2] fp32 -> [B, S, H, d] in x's dtype."""
+    batch, tokens, dim = x.shape
+    out = torch.empty_like(x)
+    _norm_rope_kernel[(batch * tokens,)](x, weight.to(x.dtype).contiguous(), table.contiguous(), out, tokens, eps,
+                                         DIM=dim, HALF_HEAD=dim // num_heads // 2,
+                                         BLOCK=triton.next_power_of_2(dim // 2), num_warps=8)
+    return out.unflatten(-1, (num_heads, -1))
+
+
+def _fusable(x: torch.Tensor) -> bool:
+    return (ENABLED and triton is not None and not _FAILED and x.is_cuda
+            and x.dtype in (torch.float16, torch.bfloat16) and x.is_contiguous()
+            and not torch.is_grad_enabled() and not torch.compiler.is_compiling())
+
+
+def _eager(x, norm, table, num_heads):
+    return apply_rope(norm(x, torch.float32).unflatten(-1, (num_heads, -1)), table, x.dtype)
+
+
+def _agrees(fused_out: torch.Tensor, x, norm, table, num_heads) -> bool:
+    """First use on this GPU: the kernel must match the eager path on a slice (<= 2 ulp, rare flips)."""
+    n = min(256, x.shape[1])
+    ref = _eager(x[:1, :n], norm, table[:n], num_heads).float()
+    diff = (fused_out[:1, :n].float() - ref).abs()
+    ulp = torch.finfo(x.dtype).eps * ref.abs().clamp_min(torch.finfo(x.dtype).tiny)
+    return bool((diff <= 2 * ulp).all() or ((diff > ulp).float().mean() < 1e-3 and (diff <= 4 * ulp).all()))
+
+
+def norm_rope(x: torch.Tensor, norm, table: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """``RoPE(norm(x))``: x [B, S, D] projection, norm an ``RMSNorm``, table [S, 1, d/2, 2] -> [B, S, H, d]."""
+    if _fusable(x):
+        try:
+            out = triton_norm_rope(x, norm.weight, table, norm.eps, num_heads)
+            if _VERIFIED or _agrees(out, x, norm, table, num_heads):
+                _VERIFIED.append(True)
+                return out
+            reason = "its result differs from the eager path on this GPU"
+        except Exception as exc:  # no compiler / unsupported GPU: the eager path gives the same values
+            reason = f"{type(exc).__name__}: {str(exc)[:200]}"
+        _FAILED.append(reason)
+        warnings.warn(f"fused RMSNorm+RoPE kernel disabled ({reason}); using the eager path", RuntimeWarning,
+                      stacklevel=2)
+    return _eager(x, norm, table, num_heads)

@@ -1,0 +1,194 @@
+"""InfiniteTalkDiT: Wan 2.1 I2V DiT + InfiniteTalk audio cross-attention, official state-dict names.
+
+Build on ``torch.device("meta")`` to allocate nothing, then load a state dict (``assign=True``)
+or ``to_empty``. The compute dtype follows the weights (that of ``patch_embedding.weight``) and
+can be overridden with ``model.compute_dtype = ...`` (e.g. for quantised Linears); time embedding,
+modulation, gated residuals and head always run in fp32, as in the official model.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .attention import check_backend
+from .audio import AudioProjModel, group_audio_windows, token_masks
+from .blocks import Block, BlockInputs
+from .config import DiTConfig
+from .embeddings import Head, MLPProj, sinusoidal_embedding
+from .layers import Fp32Linear
+from .rope import video_rope_table
+
+_ROPE_CACHE_SIZE = 4
+
+
+class InfiniteTalkDiT(nn.Module):
+    def __init__(self, config: DiTConfig, attention: str = "sdpa"):
+        super().__init__()
+        cfg = self.config = config
+        self.patch_embedding = nn.Conv3d(cfg.in_dim, cfg.dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.text_embedding = nn.Sequential(nn.Linear(cfg.text_dim, cfg.dim), nn.GELU(approximate="tanh"),
+                                            nn.Linear(cfg.dim, cfg.dim))
+        self.time_embedding = nn.Sequential(Fp32Linear(cfg.freq_dim, cfg.dim), nn.SiLU(),
+                                            Fp32Linear(cfg.dim, cfg.dim))
+        self.time_projection = nn.Sequential(nn.SiLU(), Fp32Linear(cfg.dim, 6 * cfg.dim))
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.head = Head(cfg)
+        self.img_emb = MLPProj(cfg)
+        self.audio_proj = AudioProjModel(cfg)
+        self._dtype_override = None
+        self._rope_cache: dict = {}
+        self.attention_backend = "sdpa"
+        self.set_attention_backend(attention)
+
+    # -- configuration -------------------------------------------------------------------------
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The weights' dtype (follows ``.to()`` and ``load_state_dict(assign=True)``) unless set."""
+        return self._dtype_override or self.patch_embedding.weight.dtype
+
+    @compute_dtype.setter
+    def compute_dtype(self, dtype: torch.dtype | None):
+        self._dtype_override = dtype
+
+    def set_attention_backend(self, backend: str) -> str:
+        """Choose "sdpa" | "flash_attn" | "sage"; an unavailable one warns once and SDPA is kept."""
+        self.requested_attention_backend = backend
+        self.attention_backend = check_backend(backend)
+        return self.attention_backend
+
+    def _rope(self, grid: tuple[int, int, int], device) -> torch.Tensor:
+        key = (grid, str(device))
+        table = self._rope_cache.get(key)
+        if table is None:
+            if len(self._rope_cache) >= _ROPE_CACHE_SIZE:
+                self._rope_cache.pop(next(iter(self._rope_cache)))
+            table = self._rope_cache[key] = video_rope_table(grid, self.config.rope_pairs, device)
+        return table
+
+    # -- forward -------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, clip_fea: torch.Tensor,
+                y: torch.Tensor, audio, speaker_masks: torch.Tensor | None = None) -> torch.Tensor:
+        """Flow-matching velocity for a batch of conditions (CFG branches).
+
+        x [B, 16, T, h, w] noisy latents; t [B] (or scalar) timesteps in 0..1000;
+        context [B, L, text_dim] text, L <= text_len (zero-padded to text_len inside, unmasked);
+        clip_fea [B, 257, 1280]; y [B, 20, T, h, w] (4 mask + 16 cond-latent channels);
+        audio [B, n_spk, F, 5, 12, 768] wav2vec windows, F = 4(T-1)+1, or a list of B tensors
+        [n_spk_b, F, 5, 12, 768] when rows have different speaker counts (e.g. a 2-speaker cond
+        row with the official single zero-speaker drop-audio row);
+        speaker_masks [3, h, w] {0,1} (speaker 1, speaker 2, background), needed for 2 speakers.
+        clip_fea / y / context with batch 1 are shared by all rows. Returns fp32 [B, 16, T, h, w].
+        """
+        cfg, dtype = self.config, self.compute_dtype
+        batch, frames, height, width = self._check_latents(x, y)
+        grid = (frames // cfg.patch_size[0], height // cfg.patch_size[1], width // cfg.patch_size[2])
+
+        latents = torch.cat([x.to(dtype), y.to(dtype).expand(batch, -1, -1, -1, -1)], dim=1)
+        h = self.patch_embedding(latents.to(self.patch_embedding.weight.dtype)).to(dtype)
+        h = h.flatten(2).transpose(1, 2).contiguous()  # [B, S, D], tokens in (t, h, w) order
+
+        e = self.time_embedding(sinusoidal_embedding(self._timesteps(t, batch, x.device), cfg.freq_dim))
+        e0 = self.time_projection(e).unflatten(1, (6, cfg.dim))
+
+        text = self.text_embedding(self._padded_text(context, batch).to(dtype))
+        image = self.img_emb(self._batched(clip_fea, batch, "clip_fea", (cfg.clip_tokens, cfg.clip_dim)).to(dtype))
+        audio_tokens, speakers = self._audio_tokens(audio, batch, frames, dtype, x.device)
+        masks = rows = None
+        if max(speakers) == 2:  # the reference attention map is only ever computed for 2 speakers
+            masks = self._token_masks(speaker_masks, (height, width), grid, dtype, x.device)
+            rows = torch.tensor([i for i, n in enumerate(speakers) if n == 2], device=x.device)
+        inputs = BlockInputs(rope=self._rope(grid, x.device), context=torch.cat([image, text], dim=1),
+                             audio=audio_tokens, speaker_masks=masks, lrope_rows=rows, grid=grid,
+                             backend=self.attention_backend)
+
+        for block in self.blocks:
+            h = block(h, e0, inputs)
+        return self._unpatchify(self.head(h, e), grid)
+
+    def _unpatchify(self, out: torch.Tensor, grid) -> torch.Tensor:
+        """[B, S, pt*ph*pw*C] (channel fastest) -> [B, C, T, h, w] fp32."""
+        pt, ph, pw = self.config.patch_size
+        n_t, n_h, n_w = grid
+        out = out.view(out.shape[0], n_t, n_h, n_w, pt, ph, pw, self.config.out_dim)
+        return out.permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(out.shape[0], -1, n_t * pt, n_h * ph, n_w * pw).float()
+
+    # -- inputs --------------------------------------------------------------------------------
+    def _check_latents(self, x: torch.Tensor, y: torch.Tensor):
+        cfg = self.config
+        if x.dim() != 5 or x.shape[1] != cfg.out_dim:
+            raise ValueError(f"x must be [B, {cfg.out_dim}, T, h, w] latents, got {tuple(x.shape)}")
+        batch, channels, frames, height, width = x.shape
+        if y.dim() != 5 or y.shape[0] not in (1, batch) or y.shape[2:] != x.shape[2:] \
+                or channels + y.shape[1] != cfg.in_dim:
+            raise ValueError(f"y must be [B or 1, {cfg.in_dim - channels}, {frames}, {height}, {width}] "
+                             f"(mask + cond latent), got {tuple(y.shape)}")
+        if height % cfg.patch_size[1] or width % cfg.patch_size[2]:
+            raise ValueError(f"latent size {height}x{width} must be divisible by the patch {cfg.patch_size[1:]}")
+        return batch, frames, height, width
+
+    @staticmethod
+    def _timesteps(t, batch: int, device) -> torch.Tensor:
+        t = torch.as_tensor(t, dtype=torch.float32, device=device).reshape(-1)
+        if t.numel() not in (1, batch):
+            raise ValueError(f"t must have 1 or {batch} timesteps, got {t.numel()}")
+        return t.expand(batch)
+
+    @staticmethod
+    def _batched(value: torch.Tensor, batch: int, name: str, tail: tuple) -> torch.Tensor:
+        if value.dim() != 1 + len(tail) or value.shape[0] not in (1, batch) or tuple(value.shape[1:]) != tail:
+            raise ValueError(f"{name} must be [B or 1, {', '.join(map(str, tail))}], got {tuple(value.shape)}")
+        return value.expand(batch, *tail)
+
+    def _padded_text(self, context: torch.Tensor, batch: int) -> torch.Tensor:
+        cfg = self.config
+        if context.dim() != 3 or context.shape[0] not in (1, batch) or context.shape[2] != cfg.text_dim \
+                or context.shape[1] > cfg.text_len:
+            raise ValueError(f"context must be [B or 1, L <= {cfg.text_len}, {cfg.text_dim}] text embeddings, "
+                             f"got {tuple(context.shape)}")
+        # Zero rows are attended to, as in the official model (context_lens=None).
+        return F.pad(context, (0, 0, 0, cfg.text_len - context.shape[1])).expand(batch, -1, -1)
+
+    def _audio_tokens(self, audio, batch: int, frames: int, dtype, device):
+        """-> (tokens [B, N_t, N_a, output_dim], speakers per row). Rows with fewer speakers than
+        others repeat their tokens: attention to duplicated (key, value) pairs is unchanged."""
+        cfg = self.config
+        if isinstance(audio, (list, tuple)):
+            rows = list(audio)
+        elif torch.is_tensor(audio) and audio.dim() == 6:
+            rows = list(audio.unbind(0))
+        else:
+            rows = None
+        n_frames = cfg.vae_scale * (frames - 1) + 1
+        tail = (n_frames, cfg.audio_window, cfg.audio_layers, cfg.audio_channels)
+        if rows is None or len(rows) != batch or any(r.dim() != 5 or tuple(r.shape[1:]) != tail
+                                                     or r.shape[0] not in (1, 2) for r in rows):
+            raise ValueError(f"audio must be [B={batch}, 1 or 2 speakers, {', '.join(map(str, tail))}] wav2vec "
+                             f"windows (F = {cfg.vae_scale}(T-1)+1 for T={frames} latent frames), or a list of "
+                             f"B tensors [speakers, ...]")
+        speakers = [r.shape[0] for r in rows]
+        first, later = group_audio_windows(torch.cat(rows).to(device=device, dtype=dtype), cfg.audio_window,
+                                           cfg.vae_scale)
+        tokens = self.audio_proj(first, later).to(dtype).split(speakers)  # [n, N_t, ctx, C] per row
+        most = max(speakers)
+        tokens = [torch.cat([tok] * (most // len(tok)), dim=0) for tok in tokens]
+        return torch.stack([tok.transpose(0, 1).flatten(1, 2) for tok in tokens]), speakers
+
+    @staticmethod
+    def _token_masks(masks, latent_hw, grid, dtype, device) -> torch.Tensor:
+        if masks is None or masks.dim() != 3 or masks.shape[0] != 3 or tuple(masks.shape[1:]) != latent_hw:
+            got = None if masks is None else tuple(masks.shape)
+            raise ValueError(f"speaker_masks must be [3, {latent_hw[0]}, {latent_hw[1]}] (speaker 1, speaker 2, "
+                             f"background at latent resolution) for 2 speakers, got {got}")
+        tokens = token_masks(masks.to(device), grid[1:], dtype)
+        empty = [name for name, row in zip(("speaker 1", "speaker 2", "background"), tokens) if not row.any()]
+        if empty:
+            raise ValueError(f"speaker_masks: {', '.join(empty)} mask is empty at the {grid[1]}x{grid[2]} token "
+                             f"grid; draw each region at least 2x2 latent pixels")
+        return tokens
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(math.prod(p.shape) for p in model.parameters())

@@ -1,0 +1,2 @@
+"""Face-only dubbing: face boxes, SAM2 face masks, crop -> generate -> paste, and the compositor
+that leaves every pixel outside the face mask exactly as in the source."""

@@ -1,0 +1,53 @@
+"""The mask nodes run outside ComfyUI (host fallbacks): face mask -> crop -> paste, composite, SAM2 loader."""
+import pytest
+import torch
+
+from infinitetalk_lipsync.nodes.mask import (InfiniteTalkComposite, InfiniteTalkFaceCrop, InfiniteTalkFaceMask,
+                                             InfiniteTalkFacePaste, InfiniteTalkSAM2Loader)
+from infinitetalk_lipsync.pipeline.mask.regions import dilate
+
+skimage_data = pytest.importorskip("skimage.data")
+
+
+def _video(frames=3):
+    image = torch.from_numpy(skimage_data.astronaut()[::2, ::2].copy()).float() / 255  # 256x256
+    return torch.stack([torch.roll(image, t, dims=1) for t in range(frames)])
+
+
+def test_face_mask_crop_paste_chain_keeps_background():
+    video = _video()
+    out = InfiniteTalkFaceMask().run(video, "lower_face", 4, 3, 5, box="88,34,136,82")
+    (mask,) = out["result"]
+    assert mask.shape == (3, 256, 256) and "ellipse" in out["ui"]["text"][0]
+    crops, info, crop_mask = InfiniteTalkFaceCrop().run(video, 128, 128, 0.6, 0, "lower_face", 5, mask=mask)
+    assert crops.shape == (3, 128, 128, 3) and crop_mask.shape == (3, 128, 128)
+    assert float(crop_mask.max()) > 0.9
+    generated = 1 - crops  # stand-in for the sampler
+    (pasted,) = InfiniteTalkFacePaste().run(generated, info, video, 6, "lab", 0, mask=mask)
+    outside = dilate(mask, 6) == 0
+    assert torch.equal(pasted[outside], video[outside])
+    assert not torch.equal(pasted, video)
+
+
+def test_face_crop_detects_the_face_itself():
+    pytest.importorskip("cv2")
+    video = _video(2)
+    crops, info, _ = InfiniteTalkFaceCrop().run(video, 64, 96, 0.5, 0, "face", 5)
+    x0, y0, x1, y1 = info.rects[0].tolist()
+    assert crops.shape == (2, 96, 64, 3)
+    assert x0 <= 90 and x1 >= 135 and y0 <= 35 and y1 >= 80  # the astronaut's face (half size) is inside
+
+
+def test_composite_node():
+    video = _video(2)
+    mask = torch.zeros(1, 256, 256)
+    mask[0, 100:150, 90:140] = 1
+    (out,) = InfiniteTalkComposite().run(torch.zeros(2, 128, 128, 3), video, mask, 5, "none", 2)
+    outside = dilate(mask, 5).expand(2, -1, -1) == 0
+    assert torch.equal(out[outside], video[outside])
+    assert float(out[:, 125, 115].max()) == 0.0
+
+
+def test_sam2_loader_reports_missing_file():
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        InfiniteTalkSAM2Loader().load("no_such_sam2.safetensors", "auto")
