@@ -13,6 +13,7 @@ from ..pipeline.speaker_masks import default_layout
 from . import host
 from .adapters import ComfyClipVision, ComfyVAE
 
+TEXT_LEN = 512
 RESOLUTIONS = [f"{b}p bucket" for b in BUCKETS] + ["custom width/height"]
 
 
@@ -33,7 +34,7 @@ def _text(conditioning, name: str) -> torch.Tensor:
     if tokens.dim() != 3 or tokens.shape[-1] != 4096:
         raise ValueError(f"{name}: text tokens have shape {tuple(tokens.shape)}, expected [1, L, 4096]; load "
                          f"umt5_xxl with CLIPLoader type 'wan'.")
-    return tokens[0].float()
+    return tokens[0, :TEXT_LEN].float()  # the official tokenizer truncates to 512 tokens
 
 
 def _layout(mask_1, mask_2, src_h: int, src_w: int) -> torch.Tensor:
@@ -156,6 +157,10 @@ class InfiniteTalkSampler:
                   face=None if face_image is None else face_image[0, ..., :3],
                   speaker_layout=_layout(mask_1, mask_2, src_h, src_w) if two else None)
         validate(job)
+        tokens = getattr(getattr(dit, "config", None), "clip_tokens", None)
+        if face_image is not None and tokens == 257:
+            raise ValueError("face_image: this DiT build takes exactly 257 CLIP tokens, so a second image's tokens "
+                             "cannot be appended; disconnect face_image (or update the pack).")
         plan = make_plan(job)
         mode = "I2V (image)" if job.source.is_image else f"V2V ({source.shape[0]} frames @ {source_fps:g} fps)"
         info = "\n".join(_warnings(settings, model) + [
@@ -170,7 +175,8 @@ class InfiniteTalkSampler:
                               release=host.soft_empty_cache)
         with torch.inference_mode():
             frames, audio, out_fps = run(dit, ComfyVAE(vae), ComfyClipVision(clip_vision), job,
-                                         device=host.torch_device(), callbacks=callbacks)
+                                         device=getattr(model, "device", None) or host.torch_device(),
+                                         callbacks=callbacks)
         return {"ui": {"text": [info]}, "result": (frames, audio, out_fps)}
 
 
