@@ -25,14 +25,14 @@ def _dit(model):
     return module
 
 
-def _text(conditioning, name: str) -> torch.Tensor:
-    """CONDITIONING [[tensor [1,L,4096], {...}], ...] -> [L,4096] (the first entry)."""
+def _text(conditioning, name: str, dim: int) -> torch.Tensor:
+    """CONDITIONING [[tensor [1,L,dim], {...}], ...] -> [min(L,512), dim] (the first entry; dim 4096 for umT5-XXL)."""
     try:
         tokens = conditioning[0][0]
     except (IndexError, TypeError, KeyError):
         raise ValueError(f"{name}: expected CONDITIONING from CLIPTextEncode with the umT5-XXL (wan) text encoder.")
-    if tokens.dim() != 3 or tokens.shape[-1] != 4096:
-        raise ValueError(f"{name}: text tokens have shape {tuple(tokens.shape)}, expected [1, L, 4096]; load "
+    if tokens.dim() != 3 or tokens.shape[-1] != dim:
+        raise ValueError(f"{name}: text tokens have shape {tuple(tokens.shape)}, expected [1, L, {dim}]; load "
                          f"umt5_xxl with CLIPLoader type 'wan'.")
     return tokens[0, :TEXT_LEN].float()  # the official tokenizer truncates to 512 tokens
 
@@ -152,7 +152,9 @@ class InfiniteTalkSampler:
                             apg_momentum=apg_momentum, apg_norm_threshold=apg_norm_threshold,
                             batch_branches=batch_branches, source_end=source_end)
         two = len(audio_embeds.speakers) == 2
-        job = Job(context=_text(positive, "positive"), context_null=_text(negative, "negative"), audio=audio_embeds,
+        text_dim = getattr(getattr(dit, "config", None), "text_dim", 4096)
+        job = Job(context=_text(positive, "positive", text_dim), context_null=_text(negative, "negative", text_dim),
+                  audio=audio_embeds,
                   source=Source(source[..., :3], source_fps, fps, th, tw, source_end), settings=settings,
                   face=None if face_image is None else face_image[0, ..., :3],
                   speaker_layout=_layout(mask_1, mask_2, src_h, src_w) if two else None)

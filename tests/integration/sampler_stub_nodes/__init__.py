@@ -4,8 +4,7 @@ for the inputs of InfiniteTalkSampler whose real providers are heavy or live in 
 VAE: a REAL core ``comfy.sd.VAE`` wrapper (detected as Wan 2.1) whose model is core's own ``WanVAE`` class at
 base dim 8 with the golden small weights (core's loader fixes dim 96, far too slow on CPU), so the sampler's
 VAE adapter meets the true core interface and numerics. CLIP vision: a core-shaped object (``patcher`` = a real ModelPatcher,
-``model(pixel_values=..., intermediate_output=-2)``) around a tiny module. Model: a DiT-shaped velocity
-function following the InfiniteTalkDiT call contract."""
+``model(pixel_values=..., intermediate_output=-2)``) around a tiny module."""
 import importlib
 import json
 import os
@@ -17,14 +16,6 @@ import comfy.ldm.wan.vae
 import comfy.model_patcher
 import comfy.sd
 from safetensors.torch import load_file
-
-
-class _TinyDiT(torch.nn.Module):
-    def forward(self, x, t, context, clip_fea, y, audio, speaker_masks=None):
-        b, _, frames, _, _ = x.shape
-        sound = audio.float().mean(dim=(1, 3, 4, 5))
-        per_latent = torch.cat([sound[:, :1], sound[:, 1:].reshape(b, -1, 4).mean(-1)], dim=1).view(b, 1, frames, 1, 1)
-        return (0.5 * x - 0.3 * y[:, 4:] + context.float().mean() + clip_fea.float().mean() + per_latent).float()
 
 
 class _TinyVision(torch.nn.Module):
@@ -52,10 +43,6 @@ def _node(returns, inputs, fn):
     return cls
 
 
-def _model(self):
-    return (_TinyDiT(),)
-
-
 def small_core_vae(golden_dir: str) -> comfy.sd.VAE:
     """core VAE wrapper (detected as Wan 2.1 from its marker key) around core WanVAE(dim=8) + golden weights."""
     vae = comfy.sd.VAE(sd={"decoder.middle.0.residual.0.gamma": torch.ones(384, 1, 1, 1)})
@@ -75,8 +62,8 @@ def _clip_vision(self):
     return (_ClipVision(),)
 
 
-def _conditioning(self, seed):
-    return ([[torch.randn(1, 512, 4096, generator=torch.Generator().manual_seed(seed)) * 0.1, {}]],)
+def _conditioning(self, seed, dim):
+    return ([[torch.randn(1, 512, dim, generator=torch.Generator().manual_seed(seed)) * 0.1, {}]],)
 
 
 class _Embeds:
@@ -117,10 +104,10 @@ _check.OUTPUT_NODE = True
 
 NODE_CLASS_MAPPINGS = {
     "ITTestVAEAdapterCheck": _check,
-    "ITTestTinyModel": _node(("INFINITETALK_MODEL",), {}, _model),
     "ITTestRandomWanVAE": _node(("VAE",), {}, _vae),
     "ITTestTinyClipVision": _node(("CLIP_VISION",), {}, _clip_vision),
-    "ITTestConditioning": _node(("CONDITIONING",), {"seed": ("INT", {"default": 0})}, _conditioning),
+    "ITTestConditioning": _node(("CONDITIONING",), {"seed": ("INT", {"default": 0}), "dim": ("INT", {"default": 4096})},
+                                _conditioning),
     "ITTestAudioEmbeds": _node(("INFINITETALK_AUDIO_EMBEDS",), {"audio": ("AUDIO",), "seconds": ("FLOAT", {"default": 3.0})},
                                _audio_embeds),
 }
