@@ -183,7 +183,7 @@ def _denoise(model, inputs: WindowInputs, z_mot: torch.Tensor, source_latent: to
         noise = torch.randn(shape, generator=generator, dtype=torch.float32)
     noise = noise.to(device)
     t = schedule.t.to(device)
-    z = noise if source_latent is None else add_noise(source_latent, noise, t[schedule.start])
+    z = noise.clone() if source_latent is None else add_noise(source_latent, noise, t[schedule.start])
     n_lat = z_mot.shape[1]
     guidance = Guidance(s.cfg, s.audio_cfg, s.apg, s.apg_momentum, s.apg_norm_threshold)
     solver_gen = torch.Generator().manual_seed(window_seed(s.seed, index) + 1)
