@@ -177,6 +177,9 @@ def main():
         if not torch.cuda.is_available():
             sys.exit("no CUDA device: run with --smoke on a CPU machine")
         cfg, device, dtype = WAN_I2V_14B, torch.device("cuda"), torch.bfloat16
+        unknown = set(args.res.split(",")) - set(RESOLUTIONS)
+        if unknown or (args.frames - 1) % 4:
+            parser.error(f"--res takes {','.join(RESOLUTIONS)}; --frames must be 4n+1 (got {args.res}, {args.frames})")
         sizes = {r: RESOLUTIONS[r] for r in args.res.split(",")}
         frames = args.frames
         torch.backends.cuda.matmul.allow_tf32 = False
@@ -222,6 +225,8 @@ def main():
         if args.profile:
             profile_forward(model, inputs, device, label)
         del inputs
+    if fused._FAILED:
+        print(f"fused RMSNorm+RoPE kernel was DISABLED: {fused._FAILED[0]}")
 
 
 if __name__ == "__main__":

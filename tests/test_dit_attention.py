@@ -74,3 +74,17 @@ def test_unknown_backend_is_a_clear_error():
         attention(*_qkv(), backend="xformers")
     with pytest.raises(ValueError, match="choose one of"):
         shared_tiny_model().set_attention_backend("fa4")
+
+
+def test_available_backend_gets_bshd_tensors_and_its_result_is_used(monkeypatch):
+    seen = []
+
+    def fake_kernel(q, k, v):  # stands in for flash_attn_func / sageattn: [B, S, H, d] in and out
+        seen.append((q.shape, k.shape, v.shape))
+        return attention_module.sdpa(q, k, v) * 2
+
+    monkeypatch.setattr(attention_module, "_IMPLS", {"sage": fake_kernel})
+    q, k, v = _qkv()
+    out = attention(q, k, v, "sage")
+    assert seen == [(q.shape, k.shape, v.shape)]
+    assert torch.equal(out, 2 * attention(q, k, v))

@@ -77,3 +77,18 @@ def test_forward_with_autograd_enabled_gives_the_same_velocity():
     inputs = case_inputs("case0")
     out = model(**inputs)  # parameters require grad: the fused no-temporary path must step aside
     golden.assert_close(out.detach(), _single(model, **inputs), what="grad-enabled forward")
+
+
+def test_one_speaker_never_computes_the_reference_attention_map(monkeypatch):
+    import importlib
+
+    blocks = importlib.import_module("infinitetalk_lipsync.pipeline.dit.blocks")
+    calls = []
+    real = blocks.reference_attention_map
+    monkeypatch.setattr(blocks, "reference_attention_map", lambda *a: calls.append(1) or real(*a))
+    model = shared_tiny_model()
+    _single(model, **case_inputs("case0"))
+    _single(model, **case_inputs("case2"))  # 2-speaker masks, one zero speaker: still no map
+    assert calls == []
+    _single(model, **case_inputs("case1"))
+    assert len(calls) == model.config.num_layers

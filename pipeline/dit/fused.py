@@ -18,7 +18,7 @@ from .rope import apply_rope
 try:
     import triton
     import triton.language as tl
-except ImportError:  # CPU-only installs: the eager path is used
+except Exception:  # CPU-only installs (ImportError) or a broken Triton: the eager path is used
     triton = None
 
 ENABLED = True  # bench A/B switch; the model never needs to change it
