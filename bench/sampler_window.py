@@ -13,12 +13,12 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from pipeline.audio.embeds import AudioEmbeds  # noqa: E402
 from pipeline.codec import TinyClip, TinyCodec  # noqa: E402
 from pipeline.dit import WAN_I2V_14B, DiTConfig, InfiniteTalkDiT  # noqa: E402
 from pipeline.sampler.loop import Job, Settings, sample  # noqa: E402
@@ -44,8 +44,8 @@ def build_model(cfg: DiTConfig, device: torch.device, dtype: torch.dtype, attent
 
 def make_job(frames: int, size: int, steps: int, batched: bool, text_len: int) -> Job:
     n = frames  # exactly one window of audio
-    audio = SimpleNamespace(speakers=[torch.randn(n, 12, 768) * 0.1], fps=25.0, duration_s=n / 25.0, num_frames=n,
-                            waveform=torch.zeros(1, int(n / 25.0 * 16000)), sample_rate=16000)
+    audio = AudioEmbeds(speakers=[torch.randn(n, 12, 768) * 0.1], fps=25.0, duration_s=n / 25.0, num_frames=n,
+                        waveform=torch.zeros(1, int(n / 25.0 * 16000)), sample_rate=16000)
     source = Source(torch.rand(1, size, size, 3), 25.0, 25.0, size, size)
     settings = Settings(steps=steps, shift=7.0, cfg=1.0, audio_cfg=2.0, window=frames, motion=9 if frames > 9 else 1,
                         batch_branches=batched, colour_strength=0.0)

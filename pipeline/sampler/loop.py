@@ -20,6 +20,7 @@ from typing import Callable, Iterator
 
 import torch
 
+from ..audio.embeds import AudioEmbeds
 from ..color import match_and_blend_colors
 from ..speaker_masks import latent_masks
 from ..window_plan import WindowPlan, pad_embedding, plan_windows
@@ -72,13 +73,13 @@ class Callbacks:
 @dataclass
 class Job:
     """One sampling job. context/context_null: [L,4096] text tokens (prompt, negative prompt);
-    audio: AudioEmbeds-like (speakers [L,12,768] x 1|2, fps, num_frames, waveform, sample_rate);
+    audio: the audio node's AudioEmbeds (speakers [L,12,768] x 1|2, fps, num_frames, waveform, sample_rate);
     source: Source (frames, fps, crop size); face: optional [H,W,3] close-up whose CLIP tokens are
     appended; speaker_layout: [2,src_h,src_w] speaker regions (2 speakers only)."""
 
     context: torch.Tensor
     context_null: torch.Tensor
-    audio: object
+    audio: AudioEmbeds
     source: Source
     settings: Settings = field(default_factory=Settings)
     face: torch.Tensor | None = None
