@@ -161,10 +161,10 @@ def sample(model, codec, clip_encoder, job: Job, device: torch.device | str = "c
         z = _denoise(model, inputs, z_mot, source_latent, schedule, s, window.index, cb, device, total, done)
         done += schedule.steps_run
         frames = codec.decode(z).float().cpu()
-        if s.colour_strength > 0:
-            corrected = match_and_blend_colors(frames.permute(3, 0, 1, 2) * 2 - 1, reference.permute(2, 0, 1) * 2 - 1,
-                                               s.colour_strength)
-            frames = ((corrected + 1) / 2).permute(1, 2, 3, 0).contiguous()
+        if s.colour_strength > 0:  # on the compute device: a 720p window is ~10^8 values per Lab channel pass
+            corrected = match_and_blend_colors(frames.to(device).permute(3, 0, 1, 2) * 2 - 1,
+                                               reference.to(device).permute(2, 0, 1) * 2 - 1, s.colour_strength)
+            frames = ((corrected + 1) / 2).permute(1, 2, 3, 0).float().cpu().contiguous()
         motion_frames = frames[-plan.motion:]
         kept = frames[window.keep_start:window.keep_stop]
         cb.preview(window.index, kept)
