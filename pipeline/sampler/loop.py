@@ -120,7 +120,7 @@ def validate(job: Job) -> None:
 
 def _y(codec, reference: torch.Tensor, frames: int) -> torch.Tensor:
     """[1,20,T,h,w]: the official mask (1 on latent frame 0) and VAE(reference + mid-grey frames)."""
-    video = torch.cat([reference[None], torch.full((frames - 1, *reference.shape), 0.5)])
+    video = torch.cat([reference[None], torch.full((frames - 1, *reference.shape), 0.5, device=reference.device)])
     latent = codec.encode(video).float()
     mask = torch.zeros(4, *latent.shape[1:])
     mask[:, 0] = 1
