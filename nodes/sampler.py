@@ -6,6 +6,7 @@ import torch
 
 from ..pipeline.resolution import BUCKETS, target_size
 from ..pipeline.sampler.loop import Callbacks, Job, Settings, make_plan, run, validate
+from ..pipeline.sampler.guidance import branch_names
 from ..pipeline.sampler.schedule import make_schedule
 from ..pipeline.sampler.solvers import SOLVERS
 from ..pipeline.sampler.source import SOURCE_END, Source
@@ -164,13 +165,16 @@ class InfiniteTalkSampler:
             raise ValueError("face_image: this DiT build takes exactly 257 CLIP tokens, so a second image's tokens "
                              "cannot be appended; disconnect face_image (or update the pack).")
         plan = make_plan(job)
+        schedule = make_schedule(steps, shift, denoise)
         mode = "I2V (image)" if job.source.is_image else f"V2V ({source.shape[0]} frames @ {source_fps:g} fps)"
         info = "\n".join(_warnings(settings, model) + [
             f"{mode}; {'bucket' if not custom else 'custom'} {tw}x{th} (from {src_w}x{src_h}); "
-            f"{len(plan.windows)} windows x {steps} steps, denoise {denoise:g}", plan.summary()])
+            f"{len(plan.windows)} windows x {schedule.steps_run} of {steps} steps (denoise {denoise:g}, starting at "
+            f"t={float(schedule.t[schedule.start]):.1f}), {solver}, {len(branch_names(cfg))} model calls per step",
+            plan.summary()])
         host.show_text(unique_id, info)
 
-        bar = host.Progress(len(plan.windows) * make_schedule(steps, shift, denoise).steps_run, node_id=unique_id)
+        bar = host.Progress(len(plan.windows) * schedule.steps_run, node_id=unique_id)
         callbacks = Callbacks(interrupt=host.throw_if_interrupted,
                               progress=lambda done, total: bar.update(1),
                               preview=lambda k, frames: bar.update(0, preview=_preview(frames)),
