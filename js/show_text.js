@@ -19,9 +19,11 @@ app.registerExtension({
         // display only: neither saved in the workflow (serialize) nor sent to the server (options.serialize)
         widget.serialize = false;
         widget.options.serialize = false;
+        widget.options.getMinHeight = () => 150; // room for a ~10-line plan
       }
       widget.value = message.text.join("\n");
-      this.setSize([this.size[0], Math.max(this.size[1], this.computeSize()[1])]);
+      const [minWidth, minHeight] = this.computeSize();
+      this.setSize([Math.max(this.size[0], minWidth, 420), Math.max(this.size[1], minHeight)]);
       app.graph.setDirtyCanvas(true, true);
     };
   },

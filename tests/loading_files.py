@@ -86,7 +86,6 @@ def quantize(arr: np.ndarray, qtype) -> np.ndarray:
 def gguf_types(sd: dict, qtype, audio_file=False) -> dict:
     """Per-tensor GGUF type (city96 rules; Kijai's InfiniteTalk files also quantise audio_proj Linears)."""
     types = {}
-    _, block, _ = gguf.GGML_QUANT_SIZES[qtype][0], *gguf.GGML_QUANT_SIZES[qtype]
     for k, v in sd.items():
         quantisable = v.dim() == 2 and k.endswith("weight") and v.numel() > 1024 and (
             not any(s in k for s in GGUF_KEEP) or (audio_file and k.startswith("audio_proj.")))
@@ -104,7 +103,7 @@ def write_gguf(sd: dict, path, qtype, arch="wan", audio_file=False, raw_blocks=F
     """A city96/Kijai-style GGUF. raw_blocks: quantised tensors are random valid blocks instead
     of an encoding of ``sd`` (returns the dequantised weights they stand for)."""
     types = gguf_types(sd, qtype, audio_file)
-    w = gguf.GGUFWriter(path=None, arch=arch) if arch else gguf.GGUFWriter(path=None, arch="wan")
+    w = gguf.GGUFWriter(path=None, arch=arch or "wan")
     if not arch:  # Kijai's audio-only GGUF: no architecture KV at all
         w.kv_data[0].pop("general.architecture", None)
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)

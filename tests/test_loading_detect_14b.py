@@ -60,6 +60,7 @@ def test_14b_schema_recognised_and_config_derived():
     b = inspect_base(fake("wan2.1_i2v_720p_14B_bf16.safetensors", base, prefix="model.diffusion_model."))
     a = inspect_audio(fake("Wan2_1-InfiniTetalk-Multi_fp16.safetensors", audio, "F16"))
     assert b.family == "Wan 2.1 I2V 14B" and b.quant.label == "bf16" and a.kind == "multi"
+    assert b.variant.startswith("720P (from the file name")
     cfg = derive_config(b.dims, a.dims, None)
     assert cfg == dict(dim=D, ffn_dim=FFN, num_layers=L, in_dim=36, out_dim=16, freq_dim=256, text_dim=4096,
                        patch_size=(1, 2, 2), num_heads=40, intermediate_dim=512, output_dim=768, context_tokens=32)

@@ -130,6 +130,7 @@ def test_lora_on_gguf_and_scaled_fp8_is_on_the_fly(files, ref):
     assert any("gguf" in k for k in report.linear_storage) and "on the fly" in report.loras[0]["mode"]
     q = model.blocks[0].self_attn.q
     assert q.lora is not None and q.qweight.dtype == torch.uint8
+    assert not q.qweight.untyped_storage().resizable()  # the GGUF blocks stay in the mapped file
     types = lf.gguf_types(base, gguf.GGMLQuantizationType.Q8_0)
     dense = {k: stood.get(k, v.half().float() if types.get(k) == gguf.GGMLQuantizationType.F16 else v)
              for k, v in ref.items()}

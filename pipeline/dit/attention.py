@@ -89,13 +89,19 @@ def check_backend(backend: str) -> str:
     return backend
 
 
+@torch.compiler.disable
+def _sdpa_cudnn_first(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    # Kept out of torch.compile graphs: traced SDPA ignores the priority list and picked a
+    # slower kernel on the H100 (4.08 s vs 3.16 s per 480p forward); the graph break costs nothing.
+    with sdpa_kernel(_CUDA_ORDER, set_priority=True):
+        return F.scaled_dot_product_attention(q, k, v)
+
+
 def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """PyTorch SDPA on [B, S, H, d] views (no copies: the kernels take strided heads)."""
     q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-    # Under torch.compile PyTorch's own choice runs (it picks cuDNN for these shapes on Hopper).
-    if q.is_cuda and sdpa_kernel is not None and not torch.compiler.is_compiling():
-        with sdpa_kernel(_CUDA_ORDER, set_priority=True):
-            out = F.scaled_dot_product_attention(q, k, v)
+    if q.is_cuda and sdpa_kernel is not None:
+        out = _sdpa_cudnn_first(q, k, v)
     else:
         out = F.scaled_dot_product_attention(q, k, v)
     return out.transpose(1, 2)

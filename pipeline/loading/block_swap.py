@@ -21,9 +21,9 @@ class BlockSwap:
         self.blocks = blocks
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
-        self.overlap = overlap and self.cuda
+        self.overlap = overlap and self.cuda  # may be switched between forwards
         self.swapped = list(range(len(blocks) - n, len(blocks)))
-        self.stream = torch.cuda.Stream(self.device) if self.overlap else None
+        self.stream = torch.cuda.Stream(self.device) if self.cuda else None
         self.host = {}  # block index -> [(tensor owner, kind, name, host tensor)]
         self.ready = {}  # block index -> (event or None, [device tensors])
         for i in self.swapped:
@@ -33,9 +33,8 @@ class BlockSwap:
                     for name, t in table.items():
                         if t is None:
                             continue
-                        host = t.data.to("cpu")
-                        if self.cuda:
-                            host = host.pin_memory()
+                        host = torch.empty(t.shape, dtype=t.dtype, pin_memory=self.cuda)  # one host copy
+                        host.copy_(t.data)
                         self._set(mod, kind, name, host)
                         entries.append((mod, kind, name, host))
             self.host[i] = entries

@@ -136,7 +136,10 @@ def inspect_base(ckpt: Checkpoint) -> BaseInfo:
                 freq_dim=_shape(ckpt, "time_embedding.0.weight", 2)[1],
                 text_dim=_shape(ckpt, "text_embedding.0.weight", 2)[1])
     size = "14B" if (dim, n_layers) == (5120, 40) else f"dim {dim}, {n_layers} blocks"
-    variant = "480P/720P (same architecture; the weights alone do not tell them apart)"
+    # 480P and 720P share every shape; only the file name can hint which one this is.
+    hint = [v for v in ("480p", "720p") if v in ckpt.name.lower()]
+    variant = (f"{hint[0].upper()} (from the file name; " if len(hint) == 1 else "480P or 720P (") + \
+        "same architecture, weights alone cannot tell)"
     return BaseInfo(f"Wan 2.1 I2V {size}", variant, dims, quant_of(ckpt),
                     all(m in ckpt for m in AUDIO_MARKERS))
 

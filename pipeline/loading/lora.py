@@ -126,9 +126,12 @@ def read_lora(path, strength: float, param_shapes: dict) -> LoRAResult:
     flat = {m.replace(".", "_"): m for m in modules}
 
     def resolve(name: str):
-        for prefix in _MODULE_PREFIXES:
-            if name.startswith(prefix):
-                name = name[len(prefix):].lstrip("_")
+        stripped = True
+        while stripped:  # prefixes may nest, e.g. base_model.model.transformer.
+            stripped = False
+            for prefix in _MODULE_PREFIXES:
+                if name.startswith(prefix):
+                    name, stripped = name[len(prefix):].lstrip("_"), True
         return name if name in modules else flat.get(name)
 
     groups: dict = {}

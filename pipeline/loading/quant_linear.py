@@ -103,17 +103,21 @@ class Fp8Linear(PatchedLinear):
         dt = self.compute_dtype
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
+        rows = x2.shape[0]
+        if rows % 16:  # cuBLASLt fp8 wants every dimension a multiple of 16
+            x2 = torch.nn.functional.pad(x2, (0, 0, 0, 16 - rows % 16))
         rowwise = dt == torch.bfloat16
         amax = x2.abs().amax(dim=1, keepdim=True) if rowwise else x2.abs().amax()
         sx = (amax.to(torch.float32) / FP8_MAX[torch.float8_e4m3fn]).clamp_min(1e-12)
         xq = (x2.to(torch.float32) / sx).to(torch.float8_e4m3fn)
         sw = self.scale_weight.to(torch.float32)
         sw = sw.reshape(1, 1).expand(1, self.out_features).contiguous() if rowwise else sw
-        bias = None if self.bias is None else self.bias.to(dt)
-        out = torch._scaled_mm(xq, self.weight.t(), scale_a=sx, scale_b=sw, bias=bias, out_dtype=dt)
+        out = torch._scaled_mm(xq, self.weight.t(), scale_a=sx, scale_b=sw, out_dtype=dt)
+        if self.bias is not None:  # added here: not every torch/cuBLASLt build takes a bias with row-wise scales
+            out = out + self.bias.to(dt)
         if self.lora is not None:
             out = out + self.lora.output_delta(x2.to(dt))
-        return out.reshape(*shape[:-1], self.out_features)
+        return out[:rows].reshape(*shape[:-1], self.out_features)
 
     def extra_repr(self):
         return super().extra_repr() + f", fp8={str(self.weight.dtype).split('.')[-1]}, scaled_mm={self.scaled_mm}"
