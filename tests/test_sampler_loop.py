@@ -211,3 +211,24 @@ def test_motion_frames_and_reference_frames_follow_the_official_loop():
             assert motions[k].shape[0] == m and not torch.equal(motions[k], decoded[-m:])  # colour-corrected, not raw
     kept = torch.cat([r.frames for r in results])
     torch.testing.assert_close(motions[1], kept[plan.windows[1].start:plan.windows[1].start + m])
+
+
+def test_denoise_starts_from_noised_source_latents_at_the_documented_step():
+    from infinitetalk_lipsync.pipeline.sampler.schedule import add_noise, make_schedule
+
+    class Spy(FakeDiT):
+        def forward(self, x, t, *args, **kw):
+            self.first = getattr(self, "first", (x[0].clone(), t.clone()))
+            return super().forward(x, t, *args, **kw)
+
+    job = _job(lengths=(17,), frames=40, denoise=0.5, steps=4, batch_branches=False)
+    noise = torch.randn(16, 5, H // 8, W // 8, generator=torch.Generator().manual_seed(2))
+    model, codec = Spy(), TinyCodec()
+    list(sample(model, codec, TinyClip(), job, callbacks=Callbacks(noise=lambda k, s: noise)))
+    schedule = make_schedule(4, job.settings.shift, 0.5)
+    assert schedule.start == 2 and len(model.calls) == 2 * 3
+    x, t = model.first
+    assert torch.equal(t, schedule.t[2:3])
+    expected = add_noise(codec.encode(job.source.frames_at(range(0, 17))), noise, schedule.t[2])
+    torch.testing.assert_close(x[:, 1:], expected[:, 1:], atol=1e-6, rtol=0)
+    torch.testing.assert_close(x[:, :1], codec.encode(job.source.frames_at([0])), atol=1e-6, rtol=0)
