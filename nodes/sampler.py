@@ -6,6 +6,7 @@ import torch
 
 from ..pipeline.resolution import BUCKETS, target_size
 from ..pipeline.sampler.loop import Callbacks, Job, Settings, make_plan, run, validate
+from ..pipeline.sampler.guidance import branch_names
 from ..pipeline.sampler.schedule import make_schedule
 from ..pipeline.sampler.solvers import SOLVERS
 from ..pipeline.sampler.source import SOURCE_END, Source
@@ -13,6 +14,7 @@ from ..pipeline.speaker_masks import default_layout
 from . import host
 from .adapters import ComfyClipVision, ComfyVAE
 
+TEXT_LEN = 512
 RESOLUTIONS = [f"{b}p bucket" for b in BUCKETS] + ["custom width/height"]
 
 
@@ -24,16 +26,16 @@ def _dit(model):
     return module
 
 
-def _text(conditioning, name: str) -> torch.Tensor:
-    """CONDITIONING [[tensor [1,L,4096], {...}], ...] -> [L,4096] (the first entry)."""
+def _text(conditioning, name: str, dim: int) -> torch.Tensor:
+    """CONDITIONING [[tensor [1,L,dim], {...}], ...] -> [min(L,512), dim] (the first entry; dim 4096 for umT5-XXL)."""
     try:
         tokens = conditioning[0][0]
     except (IndexError, TypeError, KeyError):
         raise ValueError(f"{name}: expected CONDITIONING from CLIPTextEncode with the umT5-XXL (wan) text encoder.")
-    if tokens.dim() != 3 or tokens.shape[-1] != 4096:
-        raise ValueError(f"{name}: text tokens have shape {tuple(tokens.shape)}, expected [1, L, 4096]; load "
+    if tokens.dim() != 3 or tokens.shape[-1] != dim:
+        raise ValueError(f"{name}: text tokens have shape {tuple(tokens.shape)}, expected [1, L, {dim}]; load "
                          f"umt5_xxl with CLIPLoader type 'wan'.")
-    return tokens[0].float()
+    return tokens[0, :TEXT_LEN].float()  # the official tokenizer truncates to 512 tokens
 
 
 def _layout(mask_1, mask_2, src_h: int, src_w: int) -> torch.Tensor:
@@ -151,26 +153,36 @@ class InfiniteTalkSampler:
                             apg_momentum=apg_momentum, apg_norm_threshold=apg_norm_threshold,
                             batch_branches=batch_branches, source_end=source_end)
         two = len(audio_embeds.speakers) == 2
-        job = Job(context=_text(positive, "positive"), context_null=_text(negative, "negative"), audio=audio_embeds,
+        text_dim = getattr(getattr(dit, "config", None), "text_dim", 4096)
+        job = Job(context=_text(positive, "positive", text_dim), context_null=_text(negative, "negative", text_dim),
+                  audio=audio_embeds,
                   source=Source(source[..., :3], source_fps, fps, th, tw, source_end), settings=settings,
                   face=None if face_image is None else face_image[0, ..., :3],
                   speaker_layout=_layout(mask_1, mask_2, src_h, src_w) if two else None)
         validate(job)
+        tokens = getattr(getattr(dit, "config", None), "clip_tokens", None)
+        if face_image is not None and tokens == 257:
+            raise ValueError("face_image: this DiT build takes exactly 257 CLIP tokens, so a second image's tokens "
+                             "cannot be appended; disconnect face_image (or update the pack).")
         plan = make_plan(job)
+        schedule = make_schedule(steps, shift, denoise)
         mode = "I2V (image)" if job.source.is_image else f"V2V ({source.shape[0]} frames @ {source_fps:g} fps)"
         info = "\n".join(_warnings(settings, model) + [
             f"{mode}; {'bucket' if not custom else 'custom'} {tw}x{th} (from {src_w}x{src_h}); "
-            f"{len(plan.windows)} windows x {steps} steps, denoise {denoise:g}", plan.summary()])
+            f"{len(plan.windows)} windows x {schedule.steps_run} of {steps} steps (denoise {denoise:g}, starting at "
+            f"t={float(schedule.t[schedule.start]):.1f}), {solver}, {len(branch_names(cfg))} model calls per step",
+            plan.summary()])
         host.show_text(unique_id, info)
 
-        bar = host.Progress(len(plan.windows) * make_schedule(steps, shift, denoise).steps_run, node_id=unique_id)
+        bar = host.Progress(len(plan.windows) * schedule.steps_run, node_id=unique_id)
         callbacks = Callbacks(interrupt=host.throw_if_interrupted,
                               progress=lambda done, total: bar.update(1),
                               preview=lambda k, frames: bar.update(0, preview=_preview(frames)),
                               release=host.soft_empty_cache)
         with torch.inference_mode():
             frames, audio, out_fps = run(dit, ComfyVAE(vae), ComfyClipVision(clip_vision), job,
-                                         device=host.torch_device(), callbacks=callbacks)
+                                         device=getattr(model, "device", None) or host.torch_device(),
+                                         callbacks=callbacks)
         return {"ui": {"text": [info]}, "result": (frames, audio, out_fps)}
 
 

@@ -1,22 +1,24 @@
 """Colour correction: the official Lab mean/std transfer (``multitalk_utils.match_and_blend_colors``).
 
-Own torch port of skimage's sRGB <-> CIE-Lab (D65, 2 degree observer) conversions, computed in float64.
+Own torch port of skimage's sRGB <-> CIE-Lab (D65, 2 degree observer) conversions, computed in float32 as skimage does for float32 images.
 """
 from __future__ import annotations
 
 import torch
 
+# float32 like the official code (skimage keeps float32 input in float32); fast on the GPU.
+DTYPE = torch.float32
 _XYZ_FROM_RGB = torch.tensor([[0.412453, 0.357580, 0.180423],
                               [0.212671, 0.715160, 0.072169],
-                              [0.019334, 0.119193, 0.950227]], dtype=torch.float64)
-_RGB_FROM_XYZ = torch.linalg.inv(_XYZ_FROM_RGB)
+                              [0.019334, 0.119193, 0.950227]], dtype=DTYPE)
+_RGB_FROM_XYZ = torch.linalg.inv(_XYZ_FROM_RGB.double()).to(DTYPE)
 FLAT_STD = 1e-4
-_WHITE_D65 = torch.tensor([0.95047, 1.0, 1.08883], dtype=torch.float64)
+_WHITE_D65 = torch.tensor([0.95047, 1.0, 1.08883], dtype=DTYPE)
 
 
 def rgb2lab(rgb: torch.Tensor) -> torch.Tensor:
-    """[..., 3] sRGB in [0,1] -> [..., 3] Lab (float64), as ``skimage.color.rgb2lab``."""
-    x = rgb.to(torch.float64)
+    """[..., 3] sRGB in [0,1] -> [..., 3] Lab (float32), as ``skimage.color.rgb2lab``."""
+    x = rgb.to(DTYPE)
     x = torch.where(x > 0.04045, ((x + 0.055) / 1.055) ** 2.4, x / 12.92)
     x = (x @ _XYZ_FROM_RGB.T.to(x.device)) / _WHITE_D65.to(x.device)
     x = torch.where(x > 0.008856, torch.sign(x) * x.abs() ** (1.0 / 3.0), 7.787 * x + 16.0 / 116.0)
@@ -25,9 +27,9 @@ def rgb2lab(rgb: torch.Tensor) -> torch.Tensor:
 
 
 def lab2rgb(lab: torch.Tensor) -> torch.Tensor:
-    """[..., 3] Lab -> [..., 3] sRGB clipped to [0,1] (float64), as ``skimage.color.lab2rgb``
+    """[..., 3] Lab -> [..., 3] sRGB clipped to [0,1] (float32), as ``skimage.color.lab2rgb``
     (negative Z clipped to 0 before the inverse companding)."""
-    lab = lab.to(torch.float64)
+    lab = lab.to(DTYPE)
     fy = (lab[..., 0] + 16.0) / 116.0
     fx = lab[..., 1] / 500.0 + fy
     fz = (fy - lab[..., 2] / 200.0).clamp_min(0.0)
@@ -54,8 +56,8 @@ def match_and_blend_colors(frames: torch.Tensor, reference: torch.Tensor, streng
         return frames
     if not 0.0 <= strength <= 1.0:
         raise ValueError(f"colour correction strength must be in [0, 1] (got {strength}).")
-    src = ((frames.to(torch.float64) + 1.0) / 2.0).clamp(0.0, 1.0).permute(1, 2, 3, 0)  # T,H,W,3
-    ref = ((reference.to(torch.float64) + 1.0) / 2.0).clamp(0.0, 1.0).permute(1, 2, 0)  # H,W,3
+    src = ((frames.to(DTYPE) + 1.0) / 2.0).clamp(0.0, 1.0).permute(1, 2, 3, 0)  # T,H,W,3
+    ref = ((reference.to(DTYPE) + 1.0) / 2.0).clamp(0.0, 1.0).permute(1, 2, 0)  # H,W,3
     ref_lab = rgb2lab(ref)
     ref_mean, ref_std = ref_lab.mean(dim=(0, 1)), ref_lab.std(dim=(0, 1), unbiased=False)
     src_lab = rgb2lab(src)

@@ -1,9 +1,9 @@
 """Small deterministic stand-ins for the sampler tests: a DiT-shaped velocity model and audio embeddings."""
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import torch
+
+from infinitetalk_lipsync.pipeline.audio.embeds import AudioEmbeds
 
 
 class FakeDiT(torch.nn.Module):
@@ -30,15 +30,15 @@ class FakeDiT(torch.nn.Module):
 
 
 def audio_embeds(lengths, fps=25.0, sample_rate=16000, seed=0, layers=2, dim=16):
-    """AudioEmbeds-like object: speakers [L,layers,dim] with per-row distinct values, waveform of the duration."""
+    """The audio node's AudioEmbeds: speakers [L,layers,dim] with per-row distinct values, waveform of the duration."""
     gen = torch.Generator().manual_seed(seed)
     speakers = [torch.randn(n, layers, dim, generator=gen) * 0.1 + torch.arange(n).view(n, 1, 1) * 0.01
                 for n in lengths]
     n = max(lengths)
     duration = n / fps
     waveform = torch.randn(1, int(round(duration * sample_rate)), generator=gen)
-    return SimpleNamespace(speakers=speakers, fps=fps, duration_s=duration, num_frames=n, waveform=waveform,
-                           sample_rate=sample_rate)
+    return AudioEmbeds(speakers=speakers, fps=fps, duration_s=duration, num_frames=n, waveform=waveform,
+                       sample_rate=sample_rate)
 
 
 def video(frames, h=16, w=16, seed=0):

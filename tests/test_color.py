@@ -41,12 +41,12 @@ def test_constant_frame_takes_the_reference_mean_colour():
 @pytest.mark.filterwarnings("ignore:Conversion from CIE-LAB")
 def test_lab_roundtrip_and_skimage_agreement():
     skimage = pytest.importorskip("skimage.color")
-    rgb = torch.rand(8, 9, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    rgb = torch.rand(8, 9, 3, generator=torch.Generator().manual_seed(0))
     lab = rgb2lab(rgb)
-    torch.testing.assert_close(lab, torch.from_numpy(skimage.rgb2lab(rgb.numpy())), atol=1e-9, rtol=0)
-    torch.testing.assert_close(lab2rgb(lab), rgb, atol=1e-9, rtol=0)
-    odd = lab * torch.tensor([1.0, 3.0, 3.0], dtype=torch.float64)  # pushes some values out of gamut
-    torch.testing.assert_close(lab2rgb(odd), torch.from_numpy(skimage.lab2rgb(odd.numpy())), atol=1e-9, rtol=0)
+    torch.testing.assert_close(lab, torch.from_numpy(skimage.rgb2lab(rgb.numpy())), atol=1e-4, rtol=0)
+    torch.testing.assert_close(lab2rgb(lab), rgb, atol=1e-5, rtol=0)
+    odd = lab * torch.tensor([1.0, 3.0, 3.0])  # pushes some values out of gamut
+    torch.testing.assert_close(lab2rgb(odd), torch.from_numpy(skimage.lab2rgb(odd.numpy())).float(), atol=1e-5, rtol=0)
 
 
 def test_bad_strength_is_a_clear_error():

@@ -162,3 +162,73 @@ def test_invalid_settings_fail_before_sampling(bad, match):
 
 def test_guidance_object_is_fresh_per_window():
     assert Guidance(5.0, 4.0, apg=True).apg_text.running is None
+
+
+class _SpyCodec(TinyCodec):
+    def __init__(self):
+        super().__init__()
+        self.encoded, self.decoded = [], []
+
+    def encode(self, frames):
+        self.encoded.append(frames.clone())
+        return super().encode(frames)
+
+    def decode(self, latent):
+        out = super().decode(latent)
+        self.decoded.append(out.clone())
+        return out
+
+
+class _SpyClip(TinyClip):
+    def __init__(self):
+        super().__init__()
+        self.frames = []
+
+    def clip(self, frame):
+        self.frames.append(frame.clone())
+        return super().clip(frame)
+
+
+def test_motion_frames_and_reference_frames_follow_the_official_loop():
+    """Window 0: motion = VAE(reference). Window k: motion = VAE(last m colour-corrected frames of window k-1);
+    reference/CLIP/y from the source frame at the window's start time."""
+    job = _job(frames=90, source_fps=30.0, colour_strength=0.5)
+    codec, clip = _SpyCodec(), _SpyClip()
+    results = list(sample(FakeDiT(), codec, clip, job))
+    plan = make_plan(job)
+    m = job.settings.motion
+    # per window the codec encodes: y (F frames), then the motion frames
+    ys, motions = codec.encoded[0::2], codec.encoded[1::2]
+    assert len(ys) == len(motions) == len(plan.windows)
+    for k, w in enumerate(plan.windows):
+        ref = job.source.frames_at([w.start])[0]
+        assert torch.equal(clip.frames[k], ref) and torch.equal(ys[k][0], ref)
+        assert bool((ys[k][1:] == 0.5).all()) and ys[k].shape[0] == job.settings.window
+        if k == 0:
+            assert torch.equal(motions[0], ref[None])
+        else:
+            decoded = codec.decoded[k - 1]
+            assert motions[k].shape[0] == m and not torch.equal(motions[k], decoded[-m:])  # colour-corrected, not raw
+    kept = torch.cat([r.frames for r in results])
+    torch.testing.assert_close(motions[1], kept[plan.windows[1].start:plan.windows[1].start + m])
+
+
+def test_denoise_starts_from_noised_source_latents_at_the_documented_step():
+    from infinitetalk_lipsync.pipeline.sampler.schedule import add_noise, make_schedule
+
+    class Spy(FakeDiT):
+        def forward(self, x, t, *args, **kw):
+            self.first = getattr(self, "first", (x[0].clone(), t.clone()))
+            return super().forward(x, t, *args, **kw)
+
+    job = _job(lengths=(17,), frames=40, denoise=0.5, steps=4, batch_branches=False)
+    noise = torch.randn(16, 5, H // 8, W // 8, generator=torch.Generator().manual_seed(2))
+    model, codec = Spy(), TinyCodec()
+    list(sample(model, codec, TinyClip(), job, callbacks=Callbacks(noise=lambda k, s: noise)))
+    schedule = make_schedule(4, job.settings.shift, 0.5)
+    assert schedule.start == 2 and len(model.calls) == 2 * 3
+    x, t = model.first
+    assert torch.equal(t, schedule.t[2:3])
+    expected = add_noise(codec.encode(job.source.frames_at(range(0, 17))), noise, schedule.t[2])
+    torch.testing.assert_close(x[:, 1:], expected[:, 1:], atol=1e-6, rtol=0)
+    torch.testing.assert_close(x[:, :1], codec.encode(job.source.frames_at([0])), atol=1e-6, rtol=0)

@@ -20,6 +20,7 @@ from typing import Callable, Iterator
 
 import torch
 
+from ..audio.embeds import AudioEmbeds
 from ..color import match_and_blend_colors
 from ..speaker_masks import latent_masks
 from ..window_plan import WindowPlan, pad_embedding, plan_windows
@@ -72,13 +73,13 @@ class Callbacks:
 @dataclass
 class Job:
     """One sampling job. context/context_null: [L,4096] text tokens (prompt, negative prompt);
-    audio: AudioEmbeds-like (speakers [L,12,768] x 1|2, fps, num_frames, waveform, sample_rate);
+    audio: the audio node's AudioEmbeds (speakers [L,12,768] x 1|2, fps, num_frames, waveform, sample_rate);
     source: Source (frames, fps, crop size); face: optional [H,W,3] close-up whose CLIP tokens are
     appended; speaker_layout: [2,src_h,src_w] speaker regions (2 speakers only)."""
 
     context: torch.Tensor
     context_null: torch.Tensor
-    audio: object
+    audio: AudioEmbeds
     source: Source
     settings: Settings = field(default_factory=Settings)
     face: torch.Tensor | None = None
@@ -119,7 +120,7 @@ def validate(job: Job) -> None:
 
 def _y(codec, reference: torch.Tensor, frames: int) -> torch.Tensor:
     """[1,20,T,h,w]: the official mask (1 on latent frame 0) and VAE(reference + mid-grey frames)."""
-    video = torch.cat([reference[None], torch.full((frames - 1, *reference.shape), 0.5)])
+    video = torch.cat([reference[None], torch.full((frames - 1, *reference.shape), 0.5, device=reference.device)])
     latent = codec.encode(video).float()
     mask = torch.zeros(4, *latent.shape[1:])
     mask[:, 0] = 1
@@ -160,10 +161,10 @@ def sample(model, codec, clip_encoder, job: Job, device: torch.device | str = "c
         z = _denoise(model, inputs, z_mot, source_latent, schedule, s, window.index, cb, device, total, done)
         done += schedule.steps_run
         frames = codec.decode(z).float().cpu()
-        if s.colour_strength > 0:
-            corrected = match_and_blend_colors(frames.permute(3, 0, 1, 2) * 2 - 1, reference.permute(2, 0, 1) * 2 - 1,
-                                               s.colour_strength)
-            frames = ((corrected + 1) / 2).permute(1, 2, 3, 0).contiguous()
+        if s.colour_strength > 0:  # on the compute device: a 720p window is ~10^8 values per Lab channel pass
+            corrected = match_and_blend_colors(frames.to(device).permute(3, 0, 1, 2) * 2 - 1,
+                                               reference.to(device).permute(2, 0, 1) * 2 - 1, s.colour_strength)
+            frames = ((corrected + 1) / 2).permute(1, 2, 3, 0).float().cpu().contiguous()
         motion_frames = frames[-plan.motion:]
         kept = frames[window.keep_start:window.keep_stop]
         cb.preview(window.index, kept)
@@ -183,7 +184,7 @@ def _denoise(model, inputs: WindowInputs, z_mot: torch.Tensor, source_latent: to
         noise = torch.randn(shape, generator=generator, dtype=torch.float32)
     noise = noise.to(device)
     t = schedule.t.to(device)
-    z = noise if source_latent is None else add_noise(source_latent, noise, t[schedule.start])
+    z = noise.clone() if source_latent is None else add_noise(source_latent, noise, t[schedule.start])
     n_lat = z_mot.shape[1]
     guidance = Guidance(s.cfg, s.audio_cfg, s.apg, s.apg_momentum, s.apg_norm_threshold)
     solver_gen = torch.Generator().manual_seed(window_seed(s.seed, index) + 1)

@@ -19,25 +19,24 @@ class UniPC:
         self.last = None  # (grid index it stepped from, x before the predictor, order used)
 
     def _coeffs(self, i_from: int, i_to: int):
-        """sigma_t/sigma_s, alpha_t*h_phi_1, alpha_t*B_h, hh for the step s_{i_from} -> s_{i_to}."""
+        """sigma_t/sigma_s, alpha_t*expm1(hh), hh = -(lambda_t - lambda_s) for the step s_{i_from} -> s_{i_to}.
+        With bh2, B(h) = expm1(hh) = h_phi_1, so the same factor scales the clean estimate and the corrections."""
         s0, st = self.s[i_from], self.s[i_to]
-        h = _lam(st) - _lam(s0)
-        hh = -h
-        h_phi_1 = math.expm1(hh)
-        return st / s0, (1 - st) * h_phi_1, (1 - st) * h_phi_1, hh  # bh2: B_h = expm1(hh)
+        hh = -(_lam(st) - _lam(s0))
+        return st / s0, (1 - st) * math.expm1(hh), hh
 
     def _update(self, x, m0, i_from, i_to, d1, rho):
-        ratio, a_phi, a_b, _ = self._coeffs(i_from, i_to)
+        ratio, a_phi, _ = self._coeffs(i_from, i_to)
         out = ratio * x - a_phi * m0
         if d1 is not None:
-            out = out - a_b * rho * d1
+            out = out - a_phi * rho * d1
         return out
 
     def _rho_c(self, i_from: int, i_to: int, order: int) -> list[float]:
         """Corrector weights: order 1 -> [0.5]; order 2 -> solve R rho = b (bh2)."""
         if order == 1:
             return [0.5]
-        hh = self._coeffs(i_from, i_to)[3]
+        hh = self._coeffs(i_from, i_to)[2]
         rk = self._rk(i_from, i_to)
         h_phi_k = math.expm1(hh) / hh - 1
         b_h = math.expm1(hh)

@@ -1,0 +1,113 @@
+"""Test-only ComfyUI nodes (installed beside the pack by test_sampler_workflow.py, never shipped): tiny stand-ins
+for the inputs of InfiniteTalkSampler whose real providers are heavy or live in other nodes.
+
+VAE: a REAL core ``comfy.sd.VAE`` wrapper (detected as Wan 2.1) whose model is core's own ``WanVAE`` class at
+base dim 8 with the golden small weights (core's loader fixes dim 96, far too slow on CPU), so the sampler's
+VAE adapter meets the true core interface and numerics. CLIP vision: a core-shaped object (``patcher`` = a real ModelPatcher,
+``model(pixel_values=..., intermediate_output=-2)``) around a tiny module."""
+import importlib
+import json
+import os
+import sys
+
+import torch
+
+import comfy.ldm.wan.vae
+import comfy.model_patcher
+import comfy.sd
+from safetensors.torch import load_file
+
+
+class _TinyVision(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(3, 1280)
+
+    def forward(self, pixel_values, intermediate_output=None):
+        x = torch.nn.functional.adaptive_avg_pool2d(pixel_values, 16).flatten(2).transpose(1, 2)  # [1,256,3]
+        tokens = self.proj(x)
+        tokens = torch.cat([tokens.mean(1, keepdim=True), tokens], dim=1)
+        return tokens, tokens, None, None
+
+
+class _ClipVision:
+    def __init__(self):
+        self.model = _TinyVision()
+        self.patcher = comfy.model_patcher.ModelPatcher(self.model, load_device=torch.device("cpu"),
+                                                        offload_device=torch.device("cpu"))
+
+
+def _node(returns, inputs, fn):
+    cls = type("Node", (), {"RETURN_TYPES": returns, "FUNCTION": "go", "CATEGORY": "testing",
+                            "INPUT_TYPES": classmethod(lambda c: {"required": inputs}), "go": fn})
+    return cls
+
+
+def small_core_vae(golden_dir: str) -> comfy.sd.VAE:
+    """core VAE wrapper (detected as Wan 2.1 from its marker key) around core WanVAE(dim=8) + golden weights."""
+    vae = comfy.sd.VAE(sd={"decoder.middle.0.residual.0.gamma": torch.ones(384, 1, 1, 1)})
+    small = comfy.ldm.wan.vae.WanVAE(dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                                     temperal_downsample=[False, True, True])
+    small.load_state_dict(load_file(os.path.join(golden_dir, "vae_small_weights.safetensors")))
+    vae.first_stage_model = small.eval().to(vae.vae_dtype)
+    vae.patcher = comfy.model_patcher.ModelPatcher(small, load_device=vae.device, offload_device=vae.device)
+    return vae
+
+
+def _vae(self):
+    return (small_core_vae(os.environ["IT_STUB_GOLDEN_DIR"]),)
+
+
+def _clip_vision(self):
+    return (_ClipVision(),)
+
+
+def _conditioning(self, seed, dim):
+    return ([[torch.randn(1, 512, dim, generator=torch.Generator().manual_seed(seed)) * 0.1, {}]],)
+
+
+class _Embeds:
+    def __init__(self, speakers, fps, duration_s, num_frames, waveform, sample_rate):
+        self.speakers, self.fps, self.duration_s = speakers, fps, duration_s
+        self.num_frames, self.waveform, self.sample_rate = num_frames, waveform, sample_rate
+
+
+def _audio_embeds(self, audio, seconds):
+    rate = audio["sample_rate"]
+    wave = audio["waveform"][0, :, :int(seconds * rate)].float()
+    duration = wave.shape[-1] / rate
+    frames = round(duration * 25.0)
+    speakers = [torch.randn(frames, 12, 768, generator=torch.Generator().manual_seed(1)) * 0.1]
+    return (_Embeds(speakers, 25.0, duration, frames, wave, rate),)
+
+
+def _vae_adapter_check(self, pack_module):
+    """Errors of the pack's ComfyVAE adapter around small_core_vae against the official golden VAE cases."""
+    # ComfyUI registers a custom-node package under its path (dots -> "_x_"), e.g. ".../custom_nodes/<folder>".
+    package = next(name for name in sys.modules if name.endswith("/" + pack_module))
+    ComfyVAE = importlib.import_module(package + ".nodes.adapters").ComfyVAE
+    golden_dir = os.environ["IT_STUB_GOLDEN_DIR"]
+    vae = ComfyVAE(small_core_vae(golden_dir))
+    g = load_file(os.path.join(golden_dir, "vae_cases.safetensors"))
+    err = {}
+    with torch.no_grad():
+        for v in ("v5", "v9"):
+            frames = ((g[f"video.{v}"] + 1) / 2).permute(1, 2, 3, 0)  # [T,H,W,3] 0..1
+            err[f"{v}.latent"] = (vae.encode(frames) - g[f"small.{v}.latent"]).abs().max().item()
+            decoded = vae.decode(g[f"small.{v}.latent"]) * 2 - 1
+            err[f"{v}.decoded"] = (decoded - g[f"small.{v}.decoded"].permute(1, 2, 3, 0)).abs().max().item()
+    return {"ui": {"text": [json.dumps(err)]}, "result": ()}
+
+
+_check = _node((), {"pack_module": ("STRING", {"default": ""})}, _vae_adapter_check)
+_check.OUTPUT_NODE = True
+
+NODE_CLASS_MAPPINGS = {
+    "ITTestVAEAdapterCheck": _check,
+    "ITTestRandomWanVAE": _node(("VAE",), {}, _vae),
+    "ITTestTinyClipVision": _node(("CLIP_VISION",), {}, _clip_vision),
+    "ITTestConditioning": _node(("CONDITIONING",), {"seed": ("INT", {"default": 0}), "dim": ("INT", {"default": 4096})},
+                                _conditioning),
+    "ITTestAudioEmbeds": _node(("INFINITETALK_AUDIO_EMBEDS",), {"audio": ("AUDIO",), "seconds": ("FLOAT", {"default": 3.0})},
+                               _audio_embeds),
+}
