@@ -72,12 +72,17 @@ def _eager(x, norm, table, num_heads):
 
 
 def _agrees(fused_out: torch.Tensor, x, norm, table, num_heads) -> bool:
-    """First use on this GPU: the kernel must match the eager path on a slice (<= 2 ulp, rare flips)."""
+    """First use on this GPU: the kernel must match the eager path on a slice.
+
+    The two may round an intermediate differently (1/sqrt vs rsqrt) by one ulp of its own size;
+    after the rotation a result can be near zero, so the bound is relative to each head's largest
+    value, not to the element: two ulp there, where a real indexing error is off by O(1).
+    """
     n = min(256, x.shape[1])
     ref = _eager(x[:1, :n], norm, table[:n], num_heads).float()
     diff = (fused_out[:1, :n].float() - ref).abs()
-    ulp = torch.finfo(x.dtype).eps * ref.abs().clamp_min(torch.finfo(x.dtype).tiny)
-    return bool((diff <= 2 * ulp).all() or ((diff > ulp).float().mean() < 1e-3 and (diff <= 4 * ulp).all()))
+    head_scale = ref.abs().amax(dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+    return bool((diff <= 2 * torch.finfo(x.dtype).eps * head_scale).all())
 
 
 def norm_rope(x: torch.Tensor, norm, table: torch.Tensor, num_heads: int) -> torch.Tensor:
