@@ -160,10 +160,6 @@ class InfiniteTalkSampler:
                   face=None if face_image is None else face_image[0, ..., :3],
                   speaker_layout=_layout(mask_1, mask_2, src_h, src_w) if two else None)
         validate(job)
-        tokens = getattr(getattr(dit, "config", None), "clip_tokens", None)
-        if face_image is not None and tokens == 257:
-            raise ValueError("face_image: this DiT build takes exactly 257 CLIP tokens, so a second image's tokens "
-                             "cannot be appended; disconnect face_image (or update the pack).")
         plan = make_plan(job)
         schedule = make_schedule(steps, shift, denoise)
         mode = "I2V (image)" if job.source.is_image else f"V2V ({source.shape[0]} frames @ {source_fps:g} fps)"

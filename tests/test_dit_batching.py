@@ -66,6 +66,7 @@ def test_bf16_compute_follows_to_and_keeps_fp32_output():
     (dict(context=torch.zeros(1, 600, 32)), "context must be"),
     (dict(y=torch.zeros(1, 20, 2, 6, 8)), "y must be"),
     (dict(t=torch.zeros(3)), "t must have"),
+    (dict(clip_fea=torch.zeros(1, 300, 1280)), "clip_fea must be"),
 ])
 def test_bad_inputs_raise_clear_errors(change, message):
     with pytest.raises(ValueError, match=message):
@@ -92,3 +93,17 @@ def test_one_speaker_never_computes_the_reference_attention_map(monkeypatch):
     assert calls == []
     _single(model, **case_inputs("case1"))
     assert len(calls) == model.config.num_layers
+
+
+def test_a_second_image_appends_its_clip_tokens():
+    """clip_fea of k images (reference + face close-up) is attended as one image context.
+
+    Attending to every key twice gives each the same softmax weight as once, so the reference
+    image's tokens repeated must give the single-image output; a different second image must not.
+    """
+    model, inputs = shared_tiny_model(), case_inputs("case0")
+    ref = _single(model, **inputs)
+    twice = _single(model, **{**inputs, "clip_fea": inputs["clip_fea"].repeat(1, 2, 1)})
+    golden.assert_close(twice, ref, what="reference image tokens twice")
+    other = _single(model, **{**inputs, "clip_fea": torch.cat([inputs["clip_fea"], -inputs["clip_fea"]], dim=1)})
+    assert (other - ref).abs().max() > 1e-3

@@ -82,7 +82,7 @@ def test_tiny_window_matches_official_formulas(speakers, text_scale):
 
 
 @pytest.mark.parametrize("case", [dict(frames=40, source_fps=30.0, denoise=0.5, speakers=2),  # V2V SDEdit, 2 speakers
-                                  dict(frames=1, denoise=1.0, speakers=1)])                  # I2V
+                                  dict(frames=1, denoise=1.0, speakers=1, face=True)])       # I2V + face image
 def test_tiny_dit_end_to_end_over_several_windows(case):
     """The real DiT code with the golden tiny weights through 3+ windows: exact output length, finite frames."""
     model, cfg = _model()
@@ -93,7 +93,8 @@ def test_tiny_dit_end_to_end_over_several_windows(case):
     job = Job(context=torch.randn(7, cfg.text_dim, generator=gen), context_null=torch.randn(5, cfg.text_dim, generator=gen),
               audio=audio, source=Source(video(case["frames"], h, w), case.get("source_fps", 25.0), 25.0, h, w),
               settings=Settings(steps=2, shift=5.0, cfg=5.0, audio_cfg=4.0, window=9, motion=5, denoise=case["denoise"]),
-              speaker_layout=default_layout(h, w) if case["speakers"] == 2 else None)
+              speaker_layout=default_layout(h, w) if case["speakers"] == 2 else None,
+              face=1 - video(1, h, w)[0] if case.get("face") else None)
     with torch.no_grad():
         frames, wav, fps = run(model, TinyCodec(), TinyClip(), job)
     assert frames.shape == (n, h, w, 3) and torch.isfinite(frames).all()

@@ -21,7 +21,8 @@ class BlockInputs:
     audio: [B, N_t, N_a, output_dim] audio tokens per latent frame;
     speaker_masks: [3, N_h*N_w] compute-dtype token masks and lrope_rows: int64 [b], the batch
     rows with 2 speakers (L-RoPE); both None when no row has 2 speakers;
-    grid: (N_t, N_h, N_w); backend: attention back-end name.
+    grid: (N_t, N_h, N_w); image_tokens: CLIP tokens at the start of ``context`` (257 per image);
+    backend: attention back-end name.
     """
     rope: torch.Tensor
     context: torch.Tensor
@@ -29,6 +30,7 @@ class BlockInputs:
     speaker_masks: torch.Tensor | None
     lrope_rows: torch.Tensor | None
     grid: tuple[int, int, int]
+    image_tokens: int
     backend: str
 
 
@@ -58,16 +60,15 @@ class I2VCrossAttention(nn.Module):
     def __init__(self, cfg: DiTConfig):
         super().__init__()
         self.num_heads = cfg.num_heads
-        self.clip_tokens = cfg.clip_tokens
         for name in ("q", "k", "v", "o", "k_img", "v_img"):
             setattr(self, name, nn.Linear(cfg.dim, cfg.dim))
         self.norm_q = RMSNorm(cfg.dim, cfg.eps)
         self.norm_k = RMSNorm(cfg.dim, cfg.eps)
         self.norm_k_img = RMSNorm(cfg.dim, cfg.eps)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, backend: str) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor, image_tokens: int, backend: str) -> torch.Tensor:
         heads = (self.num_heads, -1)
-        image, text = context[:, :self.clip_tokens], context[:, self.clip_tokens:]
+        image, text = context[:, :image_tokens], context[:, image_tokens:]
         q = self.norm_q(self.q(x)).unflatten(-1, heads)
         out = attention(q, self.norm_k(self.k(text)).unflatten(-1, heads), self.v(text).unflatten(-1, heads),
                         backend)
@@ -111,7 +112,7 @@ class Block(nn.Module):
         x = gated_add(x, y, gate1)
         del y
 
-        x = x + self.cross_attn(self.norm3(x), inputs.context, inputs.backend)
+        x = x + self.cross_attn(self.norm3(x), inputs.context, inputs.image_tokens, inputs.backend)
         x = x + self.audio_cross_attn(self.norm_x(x), inputs.audio, inputs.grid[0], positions, rows)
 
         y = self.ffn(modulate(self.norm2(x), shift2, scale2))

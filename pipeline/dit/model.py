@@ -75,7 +75,7 @@ class InfiniteTalkDiT(nn.Module):
 
         x [B, 16, T, h, w] noisy latents; t [B] (or scalar) timesteps in 0..1000;
         context [B, L, text_dim] text, L <= text_len (zero-padded to text_len inside, unmasked);
-        clip_fea [B, 257, 1280]; y [B, 20, T, h, w] (4 mask + 16 cond-latent channels);
+        clip_fea [B, 257*k, 1280] (k images: the reference, optionally + a face close-up); y [B, 20, T, h, w] (4 mask + 16 cond-latent channels);
         audio [B, n_spk, F, 5, 12, 768] wav2vec windows, F = 4(T-1)+1, or a list of B tensors
         [n_spk_b, F, 5, 12, 768] when rows have different speaker counts (e.g. a 2-speaker cond
         row with the official single zero-speaker drop-audio row);
@@ -94,7 +94,7 @@ class InfiniteTalkDiT(nn.Module):
         e0 = self.time_projection(e).unflatten(1, (6, cfg.dim))
 
         text = self.text_embedding(self._padded_text(context, batch).to(dtype))
-        image = self.img_emb(self._batched(clip_fea, batch, "clip_fea", (cfg.clip_tokens, cfg.clip_dim)).to(dtype))
+        image = self.img_emb(self._clip_features(clip_fea, batch).to(dtype))
         audio_tokens, speakers = self._audio_tokens(audio, batch, frames, dtype, x.device)
         masks = rows = None
         if max(speakers) == 2:  # the reference attention map is only ever computed for 2 speakers
@@ -102,7 +102,7 @@ class InfiniteTalkDiT(nn.Module):
             rows = torch.tensor([i for i, n in enumerate(speakers) if n == 2], device=x.device)
         inputs = BlockInputs(rope=self._rope(grid, x.device), context=torch.cat([image, text], dim=1),
                              audio=audio_tokens, speaker_masks=masks, lrope_rows=rows, grid=grid,
-                             backend=self.attention_backend)
+                             image_tokens=image.shape[1], backend=self.attention_backend)
 
         for block in self.blocks:
             h = block(h, e0, inputs)
@@ -136,11 +136,14 @@ class InfiniteTalkDiT(nn.Module):
             raise ValueError(f"t must have 1 or {batch} timesteps, got {t.numel()}")
         return t.expand(batch)
 
-    @staticmethod
-    def _batched(value: torch.Tensor, batch: int, name: str, tail: tuple) -> torch.Tensor:
-        if value.dim() != 1 + len(tail) or value.shape[0] not in (1, batch) or tuple(value.shape[1:]) != tail:
-            raise ValueError(f"{name} must be [B or 1, {', '.join(map(str, tail))}], got {tuple(value.shape)}")
-        return value.expand(batch, *tail)
+    def _clip_features(self, clip_fea: torch.Tensor, batch: int) -> torch.Tensor:
+        """[B or 1, 257*k, 1280]: one image's CLIP tokens, or k images' concatenated (e.g. + a face close-up)."""
+        cfg = self.config
+        if clip_fea.dim() != 3 or clip_fea.shape[0] not in (1, batch) or clip_fea.shape[2] != cfg.clip_dim \
+                or clip_fea.shape[1] == 0 or clip_fea.shape[1] % cfg.clip_tokens:
+            raise ValueError(f"clip_fea must be [B or 1, {cfg.clip_tokens}*k, {cfg.clip_dim}] (CLIP tokens of k images), "
+                             f"got {tuple(clip_fea.shape)}")
+        return clip_fea.expand(batch, -1, -1)
 
     def _padded_text(self, context: torch.Tensor, batch: int) -> torch.Tensor:
         cfg = self.config

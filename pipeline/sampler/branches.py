@@ -21,7 +21,7 @@ _USES_AUDIO = {"cond": True, "drop_audio": False, "drop_text": True, "uncond": F
 class WindowInputs:
     """Everything but the latent and timestep that one window feeds the model (batch 1, on the device).
 
-    context/context_null: [1,L,4096]; clip_fea: [1,257(+257),1280]; y: [1,20,T,h,w];
+    context/context_null: [1,L,4096]; clip_fea: [1,257*k,1280] (reference image, + face image if given); y: [1,20,T,h,w];
     audio: [1,n_speakers,F,5,12,768]; speaker_masks: [n_speakers+1,h,w] or None."""
 
     context: torch.Tensor
