@@ -50,7 +50,7 @@ class Settings:
     apg: bool = False
     apg_momentum: float = -0.75
     apg_norm_threshold: float = 55.0
-    batch_branches: bool = True
+    batch_branches: bool = False
     source_end: str = "hold"
 
 
