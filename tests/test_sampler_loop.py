@@ -58,7 +58,7 @@ def test_batched_and_sequential_branches_agree():
 
 def test_batched_branches_use_one_forward_per_step():
     model = FakeDiT()
-    job = _job(lengths=(17,))
+    job = _job(lengths=(17,), batch_branches=True)
     list(sample(model, TinyCodec(), TinyClip(), job))
     assert model.calls == [3, 3]
     model = FakeDiT()
