@@ -98,7 +98,7 @@ class InfiniteTalkSampler:
                                                     "are taken by timestamp. Ignored for an image."}),
                 "steps": ("INT", {"default": 40, "min": 1, "max": 200, "tooltip": "Denoising steps per window (40 official; 4-8 with lightx2v)."}),
                 "shift": ("FLOAT", {"default": 7.0, "min": 0.1, "max": 50.0, "step": 0.1,
-                                    "tooltip": "Timestep shift: 7 at 480p / 11 at 720p (official CLI), 3/5 per the docstring, 11 or 2 with lightx2v."}),
+                                    "tooltip": "Timestep shift: 7 at 480p / 11 at 720p (official CLI); guides use 3 (480p) / 5 (720p) without LoRA and ~11 with the lightx2v LoRA."}),
                 "cfg": ("FLOAT", {"default": 5.0, "min": 1.0, "max": 20.0, "step": 0.1,
                                   "tooltip": "Text guidance. 1 = 2 model calls per step (cond, no-audio); >1 = 3 calls."}),
                 "audio_cfg": ("FLOAT", {"default": 4.0, "min": 1.0, "max": 20.0, "step": 0.1,
