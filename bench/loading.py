@@ -140,6 +140,8 @@ def main():
     parser.add_argument("--runs", type=int, default=1, help="timed forwards per variant after one warm-up")
     parser.add_argument("--frames", type=int, default=81)
     parser.add_argument("--skip-swap", action="store_true", help="skip the block-swap runs")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile every block (each variant recompiles; the warm-up forward is untimed)")
     args = parser.parse_args()
 
     if args.smoke:
@@ -155,8 +157,11 @@ def main():
     model = build_model(cfg, device, dtype, "sdpa")
     inputs, tokens, _ = make_inputs(cfg, width, height, frames, 1, device, dtype)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    if args.compile:
+        for block in model.blocks:
+            block.compile()
     print(f"{name}, torch {torch.__version__}; {width}x{height} x {frames} frames ({tokens} tokens), 1 speaker, "
-          f"batch 1, sdpa; {len(model.blocks)} blocks")
+          f"batch 1, sdpa; {len(model.blocks)} blocks; compile={args.compile}")
 
     base = measure(f"{str(dtype).split('.')[-1]} (baseline)", model, inputs, device, args.runs)
     if not args.skip_swap:
