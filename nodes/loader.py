@@ -53,7 +53,9 @@ class InfiniteTalkModelLoader:
                 "base_precision": (list(PRECISIONS), {"default": "bf16", "tooltip": "Compute precision. bf16 is "
                                                       "the official one; fp16 for GPUs without bf16; fp32 for debugging."}),
                 "fp8_mode": (list(FP8_MODES), {"tooltip": "fp8 weights only: up-cast per layer (exact, any GPU) or "
-                                               "run fp8 matmul with per-token scales (faster, compute capability 8.9+)."}),
+                                               "fp8 matmul with per-token activation scales (compute capability "
+                                               "8.9+; H100 480p: on par with bf16 eager, 2.72 vs 3.02 s per step "
+                                               "with torch_compile)."}),
                 "attention": (_attention_backends(), {"tooltip": "Attention kernel; sdpa works everywhere."}),
                 "blocks_to_swap": ("INT", {"default": 0, "min": 0, "max": 40, "tooltip": "Transformer blocks kept "
                                            "in CPU RAM and streamed to the GPU while the previous block computes "
@@ -63,6 +65,9 @@ class InfiniteTalkModelLoader:
                 "lora": ("INFINITETALK_LORA", {"tooltip": "LoRAs from InfiniteTalk LoRA nodes (e.g. lightx2v, FusionX)."}),
                 "lora_mode": (list(LORA_MODES), {"tooltip": "Float weights: bake LoRAs in at load (default) or keep "
                                                  "them separate. GGUF and fp8 weights always apply them on the fly."}),
+                "torch_compile": ("BOOLEAN", {"default": False, "tooltip": "torch.compile the transformer blocks "
+                                  "(needs Triton). H100 480p: bf16 3.14 -> 3.02 s per step, fp8 matmul 3.21 -> "
+                                  "2.72 s; the first step at a new size compiles for ~25 s. Not with blocks_to_swap."}),
             },
         }
 
@@ -73,7 +78,10 @@ class InfiniteTalkModelLoader:
     DESCRIPTION = "Loads Wan 2.1 I2V 14B + InfiniteTalk in any common format and shows what it recognised."
 
     def load(self, model, infinitetalk_model, base_precision, fp8_mode, attention, blocks_to_swap, lora=None,
-             lora_mode="merge into weights (fast)"):
+             lora_mode="merge into weights (fast)", torch_compile=False):
+        if torch_compile and blocks_to_swap:
+            raise ValueError("torch_compile and blocks_to_swap > 0 do not combine yet (the swap streams weights "
+                             "inside each block): set blocks_to_swap to 0 or torch_compile to false.")
         device, offload = host.torch_device(), host.offload_device()
         dit, report = load_dit(host.model_path(FOLDER, model), host.model_path(FOLDER, infinitetalk_model),
                                compute_dtype=PRECISIONS[base_precision], fp8_mode=FP8_MODES[fp8_mode],
@@ -81,6 +89,9 @@ class InfiniteTalkModelLoader:
                                device=device, offload_device=offload, blocks_to_swap=blocks_to_swap,
                                attention=attention, lora_mode=LORA_MODES[lora_mode])
         text = report.text()
+        if torch_compile:
+            text += "\ntorch.compile: " + ("on (the first step at each size compiles)" if dit.compile_blocks(device)
+                                          else "off (no Triton)")
         host.show_text(None, text)
         return {"ui": {"text": [text]}, "result": (InfiniteTalkModel(dit, report, device, offload),)}
 
