@@ -1,15 +1,24 @@
-"""Face-only dubbing, the whole path in a real ComfyUI with tiny models (issue 7): LoadVideo (a generated clip with
+"""Workflows run end to end in a real ComfyUI with tiny models.
+
+Face-only dubbing, the whole path (issue 7): LoadVideo (a generated clip with
 a sound track) -> GetVideoComponents -> InfiniteTalk Face Mask (typed box, ellipse: no SAM2, no OpenCV) ->
 InfiniteTalk Face Crop -> InfiniteTalk Sampler (the real model loader on the golden tiny DiT; VAE, CLIP vision, text
 and audio embeddings from the sampler test's stub nodes) -> InfiniteTalk Face Paste -> CreateVideo -> SaveVideo.
 
 The mp4 lasts exactly as long as the audio used; the pasted frames, saved losslessly as PNG, equal the source
-frames bit for bit outside the mask and its feather, and differ inside it."""
+frames bit for bit outside the mask and its feather, and differ inside it.
+
+The example workflows (example_workflows/*.json) converted to the API format as the frontend queues them, with
+the heavy loaders swapped for the same tiny stand-ins, sizes shrunk and media replaced: their wiring runs."""
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 import golden
+import workflow_check as wc
 from infinitetalk_lipsync.pipeline.mask.face_mask import face_masks
 from infinitetalk_lipsync.pipeline.mask.regions import dilate
 from test_sampler_workflow import _duration, monkeypatch_module, server  # noqa: F401 (fixtures: the stub server)
@@ -54,14 +63,22 @@ def _saved(srv, entry, node):
                      for f in files])
 
 
-def test_face_only_dubbing_full_path(server):
+@pytest.fixture(scope="module")
+def tiny_models(server):
+    """The golden tiny DiT as a base + InfiniteTalk file pair, and a LoRA over it, in the server's model folders."""
     import loading_files as lf
-    _write_clip(server.input_dir / "face_clip.mp4")
     folder = server.models_dir / "diffusion_models"
     folder.mkdir(parents=True, exist_ok=True)
     base, audio = lf.split(lf.reference())
     lf.write_st(base, folder / "it_face_tiny_base.safetensors", prefix="model.diffusion_model.")
     lf.write_st(audio, folder / "it_face_tiny_infinitetalk.safetensors")
+    (server.models_dir / "loras").mkdir(parents=True, exist_ok=True)
+    lf.lora_file(base, server.models_dir / "loras" / "it_tiny_lora.safetensors")
+    return server
+
+
+def test_face_only_dubbing_full_path(server, tiny_models):
+    _write_clip(server.input_dir / "face_clip.mp4")
     text_dim = golden.case("a_dit_tiny")["config"]["text_dim"]
     prompt = {
         "1": {"class_type": "LoadVideo", "inputs": {"file": "face_clip.mp4"}},
@@ -115,3 +132,62 @@ def test_face_only_dubbing_full_path(server):
     assert np.array_equal(pasted[outside], source[:frames][outside])  # bit-identical outside mask + feather
     inside = (mask > 0.99).numpy()
     assert np.abs(pasted.astype(int) - source[:frames].astype(int))[inside].mean() > 5  # the face was regenerated
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "example_workflows"
+
+
+def _shrink(prompt: dict, text_dim: int, media: dict) -> dict:
+    """Swap the example's heavy loaders for the tiny stand-ins, keeping every link of the graph."""
+    seeds = iter(range(100))
+    for node_id, node in list(prompt.items()):
+        kind, inputs = node["class_type"], node["inputs"]
+        if kind in ("CLIPLoader", "InfiniteTalkAudioEncoderLoader"):
+            del prompt[node_id]
+        elif kind == "CLIPTextEncode":
+            prompt[node_id] = {"class_type": "ITTestConditioning", "inputs": {"seed": next(seeds), "dim": text_dim}}
+        elif kind == "CLIPVisionLoader":
+            prompt[node_id] = {"class_type": "ITTestTinyClipVision", "inputs": {}}
+        elif kind == "VAELoader":
+            prompt[node_id] = {"class_type": "ITTestRandomWanVAE", "inputs": {}}
+        elif kind == "InfiniteTalkAudioEmbeds":
+            prompt[node_id] = {"class_type": "ITTestAudioEmbeds", "inputs": {"audio": inputs["audio"], "seconds": SECONDS}}
+        elif kind == "InfiniteTalkModelLoader":
+            inputs.update(model="it_face_tiny_base.safetensors", infinitetalk_model="it_face_tiny_infinitetalk.safetensors",
+                          base_precision="fp32")
+        elif kind == "InfiniteTalkLoRA":
+            inputs["lora"] = "it_tiny_lora.safetensors"
+        elif kind == "InfiniteTalkSampler":
+            inputs.update(steps=1, resolution="custom width/height", width=16, height=16, window=17, motion_frames=5)
+        elif kind == "InfiniteTalkFaceMask":
+            inputs["box"] = BOX  # the automatic detector needs OpenCV, which ComfyUI's python may lack
+        elif kind == "InfiniteTalkFaceCrop":
+            inputs.update(width=64, height=64)
+        elif kind in ("LoadVideo", "LoadAudio", "LoadImage"):
+            key = {"LoadVideo": "file", "LoadAudio": "audio", "LoadImage": "image"}[kind]
+            inputs[key] = media[kind]
+        elif kind == "SaveVideo":
+            inputs["filename_prefix"] = "examples/" + inputs["filename_prefix"].replace("/", "_")
+    return prompt
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in EXAMPLES.glob("*.json")))
+def test_example_workflow_runs_with_tiny_models(tiny_models, name):
+    srv = tiny_models
+    _write_clip(srv.input_dir / "face_clip.mp4")
+    shutil.copyfile(golden.media("speech_1.wav"), srv.input_dir / "speech.wav")
+    Image.fromarray(np.full((SIZE, SIZE, 3), 128, np.uint8)).save(srv.input_dir / "still.png")
+    media = {"LoadVideo": "face_clip.mp4", "LoadAudio": "speech.wav", "LoadImage": "still.png"}
+    workflow = wc.load(EXAMPLES / f"{name}.json")
+    prompt = _shrink(wc.to_api(workflow, srv.object_info()), golden.case("a_dit_tiny")["config"]["text_dim"], media)
+    entry = srv.run(prompt, timeout=600)
+    ids = {v["class_type"]: k for k, v in prompt.items()}
+    text = "\n".join(entry["outputs"][ids["InfiniteTalkSampler"]]["text"])
+    assert ("I2V" if "i2v" in name else "V2V") in text and "2 model calls per step" in text, text
+    assert "WARNING" not in text  # the example's settings suit its step-distill LoRA
+    assert "LoRA it_tiny_lora.safetensors" in entry["outputs"][ids["InfiniteTalkModelLoader"]]["text"][0]
+    prefix = prompt[ids["SaveVideo"]]["inputs"]["filename_prefix"]
+    videos = sorted(srv.output_dir.glob(prefix + "*.mp4"))
+    assert videos, entry["outputs"]
+    count, fps, audio_s = _duration(videos[-1])
+    assert (count, fps) == (round(SECONDS * FPS), FPS) and abs(audio_s - SECONDS) <= 1.5 / FPS
