@@ -92,3 +92,14 @@ def test_checker_reports_broken_workflows():
     assert "steps: 0 < min 1" in problems
     assert "5 widgets_values, expected 4" in problems
     assert "types differ: link IMAGE" in problems
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_layout_has_no_overlapping_nodes(name):
+    """Readable in the editor: no node covers another (title bars included)."""
+    title = 30
+    boxes = [(n["id"], n["pos"][0], n["pos"][1] - title, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+             for n in wc.load(FOLDER / f"{name}.json")["nodes"]]
+    overlaps = [(a[0], b[0]) for i, a in enumerate(boxes) for b in boxes[i + 1:]
+                if a[1] < b[3] and b[1] < a[3] and a[2] < b[4] and b[2] < a[4]]
+    assert overlaps == []
