@@ -84,12 +84,14 @@ def test_checker_reports_broken_workflows():
     workflow = wc.load(FOLDER / "infinitetalk_v2v_dubbing.json")
     (sampler,) = _nodes(workflow, "InfiniteTalkSampler")
     sampler["widgets_values"][settings_index(sampler, "steps")] = 0
+    sampler["widgets_values"][settings_index(sampler, "window")] = 80
     (embeds,) = _nodes(workflow, "InfiniteTalkAudioEmbeds")
     embeds["widgets_values"].append(1.0)
     link = next(l for l in workflow["links"] if l[3] == sampler["id"] and l[5] == "VAE")
     link[5] = "IMAGE"
     problems = "\n".join(wc.check(workflow, SPECS))
     assert "steps: 0 < min 1" in problems
+    assert "window: 80 is not min 5 + a multiple of step 4" in problems
     assert "5 widgets_values, expected 4" in problems
     assert "types differ: link IMAGE" in problems
 

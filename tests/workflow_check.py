@@ -105,6 +105,9 @@ def check_value(name: str, entry: list, value) -> str | None:
             return f"{name}: {value} < min {opts['min']}"
         if "max" in opts and value > opts["max"]:
             return f"{name}: {value} > max {opts['max']}"
+    if kind == "INT" and opts.get("step", 1) > 1 and (value - opts.get("min", 0)) % opts["step"]:
+        # The editor snaps INT widgets to min + k*step (e.g. windows of 4n+1 frames, sizes of 16n pixels).
+        return f"{name}: {value} is not min {opts.get('min', 0)} + a multiple of step {opts['step']}"
     return None
 
 
