@@ -146,13 +146,16 @@ def sample(model, codec, clip_encoder, job: Job, device: torch.device | str = "c
     context_null = job.context_null.float()[None].to(device)
     motion_frames = None
     done = 0
+    reference_index = clip_fea = y = None
     for window in plan.windows:
         reference = src.frames_at([window.start])[0]
-        clip_fea = clip_encoder.clip(reference).float().to(device)
-        if face_tokens is not None:
-            clip_fea = torch.cat([clip_fea, face_tokens], dim=1)
-        inputs = WindowInputs(context=context, context_null=context_null, clip_fea=clip_fea,
-                              y=_y(codec, reference, plan.window).to(device),
+        if src.index(window.start) != reference_index:  # an image (or a held last frame) conditions alike
+            reference_index = src.index(window.start)
+            clip_fea = clip_encoder.clip(reference).float().to(device)
+            if face_tokens is not None:
+                clip_fea = torch.cat([clip_fea, face_tokens], dim=1)
+            y = _y(codec, reference, plan.window).to(device)
+        inputs = WindowInputs(context=context, context_null=context_null, clip_fea=clip_fea, y=y,
                               audio=plan.window_audio(window.index, padded)[None].to(device), speaker_masks=masks)
         z_mot = codec.encode(reference[None] if motion_frames is None else motion_frames).float().to(device)
         source_latent = None
