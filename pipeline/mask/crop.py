@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from .colour import ColourMatcher
-from .composite import blend_frame, resize_frames, resize_masks
+from .composite import blend_frame, mask_at, resize_frames
 from .regions import check_region, dilate, ellipse_masks
 
 CROP_INFO_TYPE = "INFINITETALK_CROP_INFO"
@@ -127,7 +127,7 @@ def paste_frames(generated: torch.Tensor, source: torch.Tensor, info: CropInfo, 
             if masks is None:
                 mask = ellipse_masks(info.boxes[t:t + 1], height, width, info.region)[0]
             else:
-                mask = resize_masks(masks[min(t, masks.shape[0] - 1)][None], height, width)[0]
+                mask = mask_at(masks, t, height, width)
             canvas = out[t, ..., :3].float().clone()
             canvas[y0:y1, x0:x1] = resize_frames(generated[t:t + 1, ..., :3].to(source.device), y1 - y0, x1 - x0)[0]
             blend_frame(out[t], canvas, (mask * limit).to(source.device), feather_radius, matcher, erode)
