@@ -206,8 +206,13 @@ def _denoise(model, inputs: WindowInputs, z_mot: torch.Tensor, source_latent: to
 def run(model, codec, clip_encoder, job: Job, device: torch.device | str = "cpu",
         callbacks: Callbacks | None = None) -> tuple[torch.Tensor, dict, float]:
     """The whole video: (frames [num_frames,H,W,3] float32 0..1, AUDIO dict trimmed to the same duration, fps)."""
-    parts = [r.frames for r in sample(model, codec, clip_encoder, job, device, callbacks)]
-    frames = torch.cat(parts)
+    validate(job)  # before planning, as sample() does, so bad settings give the same error
+    plan = make_plan(job)
+    # Each window's frames go straight to their place: the video is never held twice (list + concatenation).
+    frames = torch.empty(plan.num_frames, job.source.th, job.source.tw, 3)
+    for result in sample(model, codec, clip_encoder, job, device, callbacks):
+        window = plan.windows[result.index]
+        frames[window.output_start:window.output_start + window.kept] = result.frames
     audio = job.audio
     fps = float(audio.fps)
     samples = round(frames.shape[0] / fps * audio.sample_rate)
