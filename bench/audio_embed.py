@@ -76,7 +76,6 @@ def main() -> None:
     cpu_model = random_encoder(config)
     for device, dtype in runs:
         model = copy.deepcopy(cpu_model).to(device, dtype)
-        torch.manual_seed(0)
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         result = {}

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 
 from . import host
+from .adapters import on_device
 from ..pipeline.audio import compute_audio_embeds, load_wav2vec2
 from ..pipeline.audio.preprocess import COMBINE_MODES
 from ..pipeline.audio.wav2vec2 import Wav2Vec2Encoder
@@ -118,16 +120,10 @@ class InfiniteTalkAudioEmbeds:
             audios.append(_audio_input(audio_2, "audio_2"))
         host.throw_if_interrupted()
         model = wav2vec.model
-        if wav2vec.device != wav2vec.offload:
-            host.free_memory(sum(p.numel() * p.element_size() for p in model.parameters()), wav2vec.device)
-            model.to(wav2vec.device)
-        try:
+        moved = nullcontext() if wav2vec.device == wav2vec.offload else on_device(model, wav2vec.device, wav2vec.offload)
+        with moved:
             embeds, report = compute_audio_embeds(model, audios, mode=multi_mode, fps=fps,
                                                   start_s=start_time, end_s=end_time)
-        finally:
-            if wav2vec.device != wav2vec.offload:
-                model.to(wav2vec.offload)
-                host.soft_empty_cache()
         out_audio = {"waveform": embeds.waveform[None], "sample_rate": embeds.sample_rate}
         return {"ui": {"text": [report.text()]}, "result": (embeds, out_audio, embeds.num_frames)}
 

@@ -5,9 +5,12 @@ exactly as in the source video.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 
 from . import host
+from .adapters import on_device
 from ..pipeline.mask.colour import COLOUR_MODES
 from ..pipeline.mask.composite import composite, resize_masks
 from ..pipeline.mask.crop import CROP_INFO_TYPE, crop_frames, paste_frames, plan_crop
@@ -110,18 +113,12 @@ class InfiniteTalkFaceMask:
     def run(self, images, region, dilation, smoothing, detect_every, sam2=None, mask=None, box="", points="",
             unique_id=None):
         device = host.torch_device() if sam2 is not None else "cpu"
-        if sam2 is not None:
-            host.free_memory(sum(p.numel() * p.element_size() for p in sam2.model.parameters()), device)
-            sam2.model.to(device)
-        try:
+        moved = nullcontext() if sam2 is None else on_device(sam2.model, device, host.offload_device())
+        with moved:
             masks, _, report = face_masks(
                 images, sam=sam2, user_mask=mask, box=_box_or_none(box), points=parse_points(points),
                 region=region, dilation=dilation, smoothing=smoothing, detect_every=detect_every,
                 device=device, progress_factory=lambda total: host.Progress(total, unique_id).update)
-        finally:
-            if sam2 is not None:
-                sam2.model.to(host.offload_device())
-                host.soft_empty_cache()
         host.show_text(unique_id, report)
         return {"ui": {"text": [report]}, "result": (masks,)}
 

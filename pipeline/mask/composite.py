@@ -29,6 +29,11 @@ def resize_masks(masks: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return F.interpolate(masks[:, None].float(), size=(height, width), mode="bilinear", align_corners=False)[:, 0]
 
 
+def mask_at(masks: torch.Tensor, t: int, height: int, width: int) -> torch.Tensor:
+    """Frame ``t``'s mask from MASK [Tm,h,w] (a shorter batch holds its last mask) -> [height,width]."""
+    return resize_masks(masks[min(t, masks.shape[0] - 1)][None], height, width)[0]
+
+
 def blend_weights(mask: torch.Tensor, feather_radius: int, erode: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One frame's mask [H,W] -> (alpha [H,W] in 0..1, colour-reference band [H,W] bool).
 
@@ -62,7 +67,7 @@ def composite(generated: torch.Tensor, source: torch.Tensor, masks: torch.Tensor
     out = source[:count].clone()
     matcher = ColourMatcher(colour_match)
     for t in range(count):
-        mask = resize_masks(masks[min(t, masks.shape[0] - 1)][None], height, width)[0]
+        mask = mask_at(masks, t, height, width)
         gen = resize_frames(generated[t:t + 1].to(source.device), height, width)[0]
         blend_frame(out[t], gen, mask.to(source.device), feather_radius, matcher, erode)
         if progress is not None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from .colour import ColourMatcher
-from .composite import blend_frame, resize_frames, resize_masks
+from .composite import blend_frame, mask_at, resize_frames
 from .regions import check_region, dilate, ellipse_masks
 
 CROP_INFO_TYPE = "INFINITETALK_CROP_INFO"
@@ -118,19 +118,19 @@ def paste_frames(generated: torch.Tensor, source: torch.Tensor, info: CropInfo, 
     count = min(generated.shape[0], source.shape[0], info.rects.shape[0])
     out = source[:count].clone()
     matcher = ColourMatcher(colour_match)
-    for t in range(count):
-        x0, y0, x1, y1 = (int(v) for v in info.rects[t])
-        if masks is None:
-            mask = ellipse_masks(info.boxes[t:t + 1], height, width, info.region)[0]
-        else:
-            mask = resize_masks(masks[min(t, masks.shape[0] - 1)][None], height, width)[0]
+    for start, stop, (x0, y0, x1, y1) in _segments(info.rects[:count]):
         limit = torch.zeros(height, width)
         limit[y0:y1, x0:x1] = 1
         # The feather must fade out inside the rectangle: outside it there is nothing generated.
         limit = dilate(limit[None], -(feather_radius + 1))[0]
-        canvas = out[t, ..., :3].float().clone()
-        canvas[y0:y1, x0:x1] = resize_frames(generated[t:t + 1, ..., :3].to(source.device), y1 - y0, x1 - x0)[0]
-        blend_frame(out[t], canvas, (mask * limit).to(source.device), feather_radius, matcher, erode)
-        if progress is not None:
-            progress(1)
+        for t in range(start, stop):
+            if masks is None:
+                mask = ellipse_masks(info.boxes[t:t + 1], height, width, info.region)[0]
+            else:
+                mask = mask_at(masks, t, height, width)
+            canvas = out[t, ..., :3].float().clone()
+            canvas[y0:y1, x0:x1] = resize_frames(generated[t:t + 1, ..., :3].to(source.device), y1 - y0, x1 - x0)[0]
+            blend_frame(out[t], canvas, (mask * limit).to(source.device), feather_radius, matcher, erode)
+            if progress is not None:
+                progress(1)
     return out

@@ -77,7 +77,7 @@ def boxes_from_mask(mask: torch.Tensor, num_frames: int, height: int, width: int
     for i in torch.nonzero(present).flatten().tolist():
         ys, xs = torch.nonzero(rows[i]).flatten(), torch.nonzero(cols[i]).flatten()
         boxes[i] = torch.tensor([xs[0] * sx, ys[0] * sy, (xs[-1] + 1) * sx, (ys[-1] + 1) * sy])
-    boxes = _fill_missing(boxes, present)
+    boxes = hold_nearest(boxes, present)
     if boxes.shape[0] == 1:
         return boxes.expand(num_frames, 4).clone()
     if boxes.shape[0] < num_frames:  # shorter mask batch: hold its last box
@@ -85,11 +85,12 @@ def boxes_from_mask(mask: torch.Tensor, num_frames: int, height: int, width: int
     return boxes[:num_frames].clone()
 
 
-def _fill_missing(boxes: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-    """Give frames without a box the box of the nearest frame that has one."""
+def hold_nearest(values: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """values [T,...], present [T] bool (at least one True): every frame takes the row of the nearest
+    present frame (the earlier one on ties); present frames keep their own."""
     idx = torch.nonzero(present).flatten()
-    nearest = (torch.arange(len(boxes))[:, None] - idx[None]).abs().argmin(dim=1)
-    return boxes[idx[nearest]]
+    nearest = (torch.arange(len(values))[:, None] - idx[None]).abs().argmin(dim=1)
+    return values[idx[nearest]]
 
 
 def _cv2():

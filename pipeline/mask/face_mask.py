@@ -10,7 +10,7 @@ from typing import Callable
 
 import torch
 
-from .face_box import boxes_from_mask, track_faces
+from .face_box import boxes_from_mask, hold_nearest, track_faces
 from .regions import check_region, dilate, ellipse_masks, restrict_to_region, temporal_smooth_
 
 CHUNK = 16  # frames processed together by the per-frame steps (bounds the temporaries)
@@ -28,8 +28,7 @@ def _follow(box: torch.Tensor, masks: torch.Tensor, present: torch.Tensor) -> to
     centre = torch.stack([cx, cy], dim=1)
     if not bool(valid.any()):
         return box[None].expand(count, 4).clone()
-    idx = torch.nonzero(valid).flatten()
-    centre = centre[idx[(torch.arange(count)[:, None] - idx[None]).abs().argmin(dim=1)]]  # hold nearest valid
+    centre = hold_nearest(centre, valid)
     shift = centre - centre[0]
     return box[None] + torch.cat([shift, shift], dim=1)
 

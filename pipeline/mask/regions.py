@@ -115,12 +115,3 @@ def feather(masks: torch.Tensor, radius: int) -> torch.Tensor:
     reach = dilate((masks > 0).float(), radius)
     return (m[:, 0] * reach).clamp(0, 1)
 
-
-def bbox_of_masks(masks: torch.Tensor, threshold: float = 0.5) -> torch.Tensor | None:
-    """Bounding box (x0,y0,x1,y1) of all pixels above ``threshold`` over all frames, or None."""
-    inside = masks > threshold
-    rows, cols = inside.any(dim=0).any(dim=1), inside.any(dim=0).any(dim=0)
-    if not bool(rows.any()):
-        return None
-    ys, xs = torch.nonzero(rows).flatten(), torch.nonzero(cols).flatten()
-    return torch.tensor([float(xs[0]), float(ys[0]), float(xs[-1] + 1), float(ys[-1] + 1)])

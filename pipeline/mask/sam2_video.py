@@ -39,12 +39,9 @@ def _forget_old(session, frame_idx: int, keep: int) -> None:
         stale = [t for t in outputs["non_cond_frame_outputs"] if t < frame_idx - keep]
         for t in stale:
             del outputs["non_cond_frame_outputs"][t]
-    for t in [t for t in session.processed_frames if t < frame_idx and t not in _cond_frames(session)]:
+    prompted = {t for outputs in session.output_dict_per_obj.values() for t in outputs["cond_frame_outputs"]}
+    for t in [t for t in session.processed_frames if t < frame_idx and t not in prompted]:
         del session.processed_frames[t]
-
-
-def _cond_frames(session) -> set[int]:
-    return {t for outputs in session.output_dict_per_obj.values() for t in outputs["cond_frame_outputs"]}
 
 
 @torch.no_grad()

@@ -146,13 +146,16 @@ def sample(model, codec, clip_encoder, job: Job, device: torch.device | str = "c
     context_null = job.context_null.float()[None].to(device)
     motion_frames = None
     done = 0
+    reference_index = clip_fea = y = None
     for window in plan.windows:
         reference = src.frames_at([window.start])[0]
-        clip_fea = clip_encoder.clip(reference).float().to(device)
-        if face_tokens is not None:
-            clip_fea = torch.cat([clip_fea, face_tokens], dim=1)
-        inputs = WindowInputs(context=context, context_null=context_null, clip_fea=clip_fea,
-                              y=_y(codec, reference, plan.window).to(device),
+        if src.index(window.start) != reference_index:  # an image (or a held last frame) conditions alike
+            reference_index = src.index(window.start)
+            clip_fea = clip_encoder.clip(reference).float().to(device)
+            if face_tokens is not None:
+                clip_fea = torch.cat([clip_fea, face_tokens], dim=1)
+            y = _y(codec, reference, plan.window).to(device)
+        inputs = WindowInputs(context=context, context_null=context_null, clip_fea=clip_fea, y=y,
                               audio=plan.window_audio(window.index, padded)[None].to(device), speaker_masks=masks)
         z_mot = codec.encode(reference[None] if motion_frames is None else motion_frames).float().to(device)
         source_latent = None
@@ -203,8 +206,13 @@ def _denoise(model, inputs: WindowInputs, z_mot: torch.Tensor, source_latent: to
 def run(model, codec, clip_encoder, job: Job, device: torch.device | str = "cpu",
         callbacks: Callbacks | None = None) -> tuple[torch.Tensor, dict, float]:
     """The whole video: (frames [num_frames,H,W,3] float32 0..1, AUDIO dict trimmed to the same duration, fps)."""
-    parts = [r.frames for r in sample(model, codec, clip_encoder, job, device, callbacks)]
-    frames = torch.cat(parts)
+    validate(job)  # before planning, as sample() does, so bad settings give the same error
+    plan = make_plan(job)
+    # Each window's frames go straight to their place: the video is never held twice (list + concatenation).
+    frames = torch.empty(plan.num_frames, job.source.th, job.source.tw, 3)
+    for result in sample(model, codec, clip_encoder, job, device, callbacks):
+        window = plan.windows[result.index]
+        frames[window.output_start:window.output_start + window.kept] = result.frames
     audio = job.audio
     fps = float(audio.fps)
     samples = round(frames.shape[0] / fps * audio.sample_rate)

@@ -23,11 +23,6 @@ def timesteps(steps: int, shift: float) -> torch.Tensor:
     return (shift * s / (1 + (shift - 1) * s)) * 1000
 
 
-def sigmas(steps: int, shift: float) -> torch.Tensor:
-    """[steps+1] float32 noise levels t/1000 (1 at the start, 0 at the end)."""
-    return timesteps(steps, shift) / 1000
-
-
 @dataclass(frozen=True)
 class Schedule:
     """The timesteps a window runs.
@@ -46,10 +41,6 @@ class Schedule:
     @property
     def steps_run(self) -> int:
         return self.t.numel() - 1 - self.start
-
-    @property
-    def sigma(self) -> torch.Tensor:
-        return self.t / 1000
 
 
 def make_schedule(steps: int, shift: float, denoise: float = 1.0) -> Schedule:
