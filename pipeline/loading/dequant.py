@@ -39,10 +39,17 @@ def _nibbles(qs: torch.Tensor) -> torch.Tensor:
     return torch.cat([qs & 0x0F, qs >> 4], dim=-1)
 
 
+def _shifts(step: int, device) -> torch.Tensor:
+    """uint8 [8 // step] bit offsets 0, step, 2*step, ... < 8.
+
+    Made by ``arange`` on ``device``: a ``torch.tensor([...], device="cuda")`` literal is a
+    host->device copy that synchronises the stream, once per layer per forward."""
+    return torch.arange(0, 8, step, device=device, dtype=torch.uint8)
+
+
 def _bits32(qh: torch.Tensor) -> torch.Tensor:
     """uint8 [n, 4] (a little-endian u32) -> uint8 [n, 32]: bit j of the word at index j."""
-    shifts = torch.arange(8, device=qh.device, dtype=torch.uint8)
-    return ((qh.unsqueeze(-1) >> shifts) & 1).reshape(qh.shape[0], 32)
+    return ((qh.unsqueeze(-1) >> _shifts(1, qh.device)) & 1).reshape(qh.shape[0], 32)
 
 
 def _q4_0(b):
@@ -79,21 +86,20 @@ def _q2_k(b):
     d, dmin = _f16(b[:, 80:82]), _f16(b[:, 82:84])
     dl = (d * (scales & 0x0F).to(torch.float32)).reshape(n, 16, 1)
     ml = (dmin * (scales >> 4).to(torch.float32)).reshape(n, 16, 1)
-    shift = torch.tensor([0, 2, 4, 6], device=b.device, dtype=torch.uint8).reshape(1, 1, 4, 1)
-    q = ((qs.reshape(n, 2, 1, 32) >> shift) & 3).reshape(n, 16, 16).to(torch.float32)
+    q = ((qs.reshape(n, 2, 1, 32) >> _shifts(2, b.device).reshape(1, 1, 4, 1)) & 3).reshape(n, 16, 16).to(torch.float32)
     return (dl * q - ml).reshape(n, QK_K)
 
 
 def _q3_k(b):
     n = b.shape[0]
     hmask, qs, sc, d = b[:, :32], b[:, 32:96], b[:, 96:108], _f16(b[:, 108:110])
-    low = (sc[:, :8].reshape(n, 1, 8) >> torch.tensor([0, 4], device=b.device, dtype=torch.uint8).reshape(1, 2, 1))
-    high = (sc[:, 8:].reshape(n, 1, 4) >> torch.tensor([0, 2, 4, 6], device=b.device, dtype=torch.uint8).reshape(1, 4, 1))
+    low = sc[:, :8].reshape(n, 1, 8) >> _shifts(4, b.device).reshape(1, 2, 1)
+    high = sc[:, 8:].reshape(n, 1, 4) >> _shifts(2, b.device).reshape(1, 4, 1)
     scales = (low.reshape(n, 16) & 0x0F) | ((high.reshape(n, 16) & 0x03) << 4)
     scales = (scales.to(torch.int8) - 32).to(torch.float32)
     dl = (d * scales).reshape(n, 16, 1)
-    ql = qs.reshape(n, 2, 1, 32) >> torch.tensor([0, 2, 4, 6], device=b.device, dtype=torch.uint8).reshape(1, 1, 4, 1)
-    qh = hmask.reshape(n, 1, 1, 32) >> torch.arange(8, device=b.device, dtype=torch.uint8).reshape(1, 1, 8, 1)
+    ql = qs.reshape(n, 2, 1, 32) >> _shifts(2, b.device).reshape(1, 1, 4, 1)
+    qh = hmask.reshape(n, 1, 1, 32) >> _shifts(1, b.device).reshape(1, 1, 8, 1)
     ql = ql.reshape(n, 16, 16) & 3
     qh = (qh.reshape(n, 16, 16) & 1) ^ 1  # a set mask bit means "no -4 offset"
     q = (ql.to(torch.int8) - (qh << 2).to(torch.int8)).to(torch.float32)
@@ -116,7 +122,7 @@ def _q4_k(b):
     sc, mn = _scale_min_k4(b[:, 4:16])
     d = (d * sc.to(torch.float32)).reshape(n, 8, 1)
     dm = (dmin * mn.to(torch.float32)).reshape(n, 8, 1)
-    qs = b[:, 16:].reshape(n, 4, 1, 32) >> torch.tensor([0, 4], device=b.device, dtype=torch.uint8).reshape(1, 1, 2, 1)
+    qs = b[:, 16:].reshape(n, 4, 1, 32) >> _shifts(4, b.device).reshape(1, 1, 2, 1)
     q = (qs & 0x0F).reshape(n, 8, 32).to(torch.float32)
     return (d * q - dm).reshape(n, QK_K)
 
@@ -127,8 +133,8 @@ def _q5_k(b):
     sc, mn = _scale_min_k4(b[:, 4:16])
     d = (d * sc.to(torch.float32)).reshape(n, 8, 1)
     dm = (dmin * mn.to(torch.float32)).reshape(n, 8, 1)
-    ql = b[:, 48:].reshape(n, 4, 1, 32) >> torch.tensor([0, 4], device=b.device, dtype=torch.uint8).reshape(1, 1, 2, 1)
-    qh = b[:, 16:48].reshape(n, 1, 1, 32) >> torch.arange(8, device=b.device, dtype=torch.uint8).reshape(1, 1, 8, 1)
+    ql = b[:, 48:].reshape(n, 4, 1, 32) >> _shifts(4, b.device).reshape(1, 1, 2, 1)
+    qh = b[:, 16:48].reshape(n, 1, 1, 32) >> _shifts(1, b.device).reshape(1, 1, 8, 1)
     q = ((ql & 0x0F).reshape(n, 8, 32) | ((qh & 1).reshape(n, 8, 32) << 4)).to(torch.float32)
     return (d * q - dm).reshape(n, QK_K)
 
@@ -138,9 +144,9 @@ def _q6_k(b):
     ql, qh = b[:, :128], b[:, 128:192]
     scales = b[:, 192:208].contiguous().view(torch.int8).to(torch.float32)
     d = (_f16(b[:, 208:210]) * scales).reshape(n, 16, 1)
-    ql = ql.reshape(n, 2, 1, 64) >> torch.tensor([0, 4], device=b.device, dtype=torch.uint8).reshape(1, 1, 2, 1)
+    ql = ql.reshape(n, 2, 1, 64) >> _shifts(4, b.device).reshape(1, 1, 2, 1)
     ql = (ql & 0x0F).reshape(n, 8, 32)
-    qh = qh.reshape(n, 2, 1, 32) >> torch.tensor([0, 2, 4, 6], device=b.device, dtype=torch.uint8).reshape(1, 1, 4, 1)
+    qh = qh.reshape(n, 2, 1, 32) >> _shifts(2, b.device).reshape(1, 1, 4, 1)
     qh = (qh & 0x03).reshape(n, 8, 32)
     q = ((ql | (qh << 4)).to(torch.int8) - 32).reshape(n, 16, 16).to(torch.float32)
     return (d * q).reshape(n, QK_K)
