@@ -22,7 +22,6 @@ TYPES = {
     Q8_0: ("Q8_0", 32, 34), Q2_K: ("Q2_K", 256, 84), Q3_K: ("Q3_K", 256, 110), Q4_K: ("Q4_K", 256, 144),
     Q5_K: ("Q5_K", 256, 176), Q6_K: ("Q6_K", 256, 210),
 }
-FLOAT_TYPES = {F32, F16, BF16}
 
 
 def type_name(qtype: int) -> str:
@@ -106,22 +105,21 @@ def _q3_k(b):
     return (dl * q).reshape(n, QK_K)
 
 
-def _scale_min_k4(s: torch.Tensor):
-    """The 12 packed bytes of Q4_K/Q5_K -> (8 six-bit scales, 8 six-bit mins), uint8 [n, 8] each."""
-    n = s.shape[0]
-    s = s.reshape(n, 3, 4)
-    d, m, md = s[:, 0], s[:, 1], s[:, 2]
-    sc = torch.cat([d & 0x3F, (md & 0x0F) | ((d >> 2) & 0x30)], dim=-1)
-    mn = torch.cat([m & 0x3F, (md >> 4) | ((m >> 2) & 0x30)], dim=-1)
-    return sc, mn
+def _k4_scales(b: torch.Tensor):
+    """Bytes 0..16 of Q4_K/Q5_K blocks (fp16 d, fp16 dmin, 12 bytes of packed six-bit scales
+    and mins) -> (d * scale, dmin * min), float32 [n, 8, 1] each."""
+    n = b.shape[0]
+    d, dmin = _f16(b[:, :2]), _f16(b[:, 2:4])
+    s = b[:, 4:16].reshape(n, 3, 4)
+    ds, ms, md = s[:, 0], s[:, 1], s[:, 2]
+    sc = torch.cat([ds & 0x3F, (md & 0x0F) | ((ds >> 2) & 0x30)], dim=-1)
+    mn = torch.cat([ms & 0x3F, (md >> 4) | ((ms >> 2) & 0x30)], dim=-1)
+    return (d * sc.to(torch.float32)).reshape(n, 8, 1), (dmin * mn.to(torch.float32)).reshape(n, 8, 1)
 
 
 def _q4_k(b):
     n = b.shape[0]
-    d, dmin = _f16(b[:, :2]), _f16(b[:, 2:4])
-    sc, mn = _scale_min_k4(b[:, 4:16])
-    d = (d * sc.to(torch.float32)).reshape(n, 8, 1)
-    dm = (dmin * mn.to(torch.float32)).reshape(n, 8, 1)
+    d, dm = _k4_scales(b)
     qs = b[:, 16:].reshape(n, 4, 1, 32) >> _shifts(4, b.device).reshape(1, 1, 2, 1)
     q = (qs & 0x0F).reshape(n, 8, 32).to(torch.float32)
     return (d * q - dm).reshape(n, QK_K)
@@ -129,10 +127,7 @@ def _q4_k(b):
 
 def _q5_k(b):
     n = b.shape[0]
-    d, dmin = _f16(b[:, :2]), _f16(b[:, 2:4])
-    sc, mn = _scale_min_k4(b[:, 4:16])
-    d = (d * sc.to(torch.float32)).reshape(n, 8, 1)
-    dm = (dmin * mn.to(torch.float32)).reshape(n, 8, 1)
+    d, dm = _k4_scales(b)
     ql = b[:, 48:].reshape(n, 4, 1, 32) >> _shifts(4, b.device).reshape(1, 1, 2, 1)
     qh = b[:, 16:48].reshape(n, 1, 1, 32) >> _shifts(1, b.device).reshape(1, 1, 8, 1)
     q = ((ql & 0x0F).reshape(n, 8, 32) | ((qh & 1).reshape(n, 8, 32) << 4)).to(torch.float32)
@@ -160,11 +155,7 @@ def _f32(b):
     return b.contiguous().view(torch.float32)
 
 
-def _f16_all(b):
-    return b.contiguous().view(torch.float16).to(torch.float32)
-
-
-_KERNELS = {F32: _f32, F16: _f16_all, BF16: _bf16, Q4_0: _q4_0, Q4_1: _q4_1, Q5_0: _q5_0, Q5_1: _q5_1,
+_KERNELS = {F32: _f32, F16: _f16, BF16: _bf16, Q4_0: _q4_0, Q4_1: _q4_1, Q5_0: _q5_0, Q5_1: _q5_1,
             Q8_0: _q8_0, Q2_K: _q2_k, Q3_K: _q3_k, Q4_K: _q4_k, Q5_K: _q5_k, Q6_K: _q6_k}
 SUPPORTED = frozenset(_KERNELS)
 
