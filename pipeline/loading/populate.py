@@ -21,10 +21,6 @@ from .quant_linear import FloatLinear, Fp8Linear, GGUFLinear
 from .reader import GGUFWeight
 
 
-def _short(t) -> tuple:
-    return tuple(t.shape) if isinstance(t, torch.Tensor) else tuple(t)
-
-
 def expected_shapes(model: nn.Module) -> dict:
     return {k: tuple(v.shape) for k, v in model.state_dict(keep_vars=True).items()}
 
@@ -162,13 +158,6 @@ def populate(model: nn.Module, sources, *, compute_dtype, placement, loras=(), l
             mod._buffers[attr] = t
     if patches:  # read_lora only returns keys of the model, so this is a programming error
         raise RuntimeError(f"LoRA patches left unapplied: {sorted(patches)[:5]}")
-    for name, buf in list(model.named_buffers()):
-        if buf.is_meta and name not in expected and buf.numel() == 0:
-            # Non-persistent markers (e.g. the DiT's dtype probe) carry only a dtype: the compute dtype.
-            prefix, _, attr = name.rpartition(".")
-            owner = model.get_submodule(prefix) if prefix else model
-            owner._buffers[attr] = torch.empty(buf.shape, device=placement(name),
-                                               dtype=compute_dtype if buf.is_floating_point() else buf.dtype)
     left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     if left:
         raise RuntimeError(f"model tensors not loaded (still on meta): {left[:5]}")
