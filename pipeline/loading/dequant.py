@@ -7,6 +7,8 @@ Layouts: ggml ``block_q*`` structs, little-endian, fp16 super-scales.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 # ggml type ids (gguf.GGMLQuantizationType values; fixed by the file format).
@@ -178,7 +180,4 @@ def dequantize(raw: torch.Tensor, qtype: int, shape, dtype: torch.dtype = torch.
 def packed_nbytes(qtype: int, shape) -> int:
     """Bytes a tensor of ``shape`` occupies in ``qtype`` (row length must be a block multiple)."""
     _, block, size = TYPES[qtype]
-    n = 1
-    for s in shape:
-        n *= int(s)
-    return n // block * size
+    return math.prod(shape) // block * size

@@ -12,6 +12,7 @@ Key prefixes added by ComfyUI tooling (``model.diffusion_model.``, ``diffusion_m
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import pickle
@@ -163,13 +164,10 @@ def _open_safetensors(path) -> Checkpoint:
 
     def load(entry):
         dtype, shape, offset, nbytes = entry[2]
-        count = 1
-        for s in shape:
-            count *= s
-        if count == 0:
+        if math.prod(shape) == 0:
             return torch.empty(shape, dtype=dtype)
         t = torch.frombuffer(mm, dtype=torch.uint8, count=nbytes, offset=offset)
-        if offset % t.new_empty((), dtype=dtype).element_size():
+        if offset % dtype.itemsize:
             t = t.clone()  # unaligned: a private aligned copy of this one tensor
         return t.view(dtype).reshape(shape)
 
