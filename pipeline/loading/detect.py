@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from .errors import CheckpointError
 from .reader import Checkpoint
 
-_BLOCK = re.compile(r"^blocks\.(\d+)\.")
+BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.")  # a key inside block N
 LORA_SUFFIXES = (".lora_down.weight", ".lora_up.weight", ".lora_A.weight", ".lora_B.weight", ".diff", ".diff_b",
                  ".alpha", ".lora.down.weight", ".lora.up.weight")
 # Tensors that describe fp8 quantisation rather than model parameters.
@@ -27,7 +27,7 @@ def is_aux_key(key: str) -> bool:
 
 
 def count_blocks(keys) -> int:
-    ids = {int(m.group(1)) for k in keys if (m := _BLOCK.match(k))}
+    ids = {int(m.group(1)) for k in keys if (m := BLOCK_KEY.match(k))}
     return max(ids) + 1 if ids else 0
 
 
