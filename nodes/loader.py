@@ -10,20 +10,13 @@ from __future__ import annotations
 import torch
 
 from . import host
+from ..pipeline.dit.attention import BACKENDS
 from ..pipeline.loading import load_dit
 
 FOLDER = "infinitetalk_dit"
 PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 FP8_MODES = {"upcast (safe, any GPU)": "upcast", "fp8 matmul (fast, RTX 40xx/H100+)": "scaled_mm"}
 LORA_MODES = {"merge into weights (fast)": "merge", "apply on the fly (low memory)": "on_the_fly"}
-
-
-def _attention_backends() -> list[str]:
-    try:
-        from ..pipeline.dit.attention import BACKENDS
-        return list(BACKENDS)
-    except ImportError:
-        return ["sdpa"]
 
 
 class InfiniteTalkModel:
@@ -56,7 +49,7 @@ class InfiniteTalkModelLoader:
                                                "fp8 matmul with per-token activation scales (compute capability "
                                                "8.9+; H100 480p: on par with bf16 eager, 2.72 vs 3.02 s per step "
                                                "with torch_compile)."}),
-                "attention": (_attention_backends(), {"tooltip": "Attention kernel; sdpa works everywhere."}),
+                "attention": (list(BACKENDS), {"tooltip": "Attention kernel; sdpa works everywhere."}),
                 "blocks_to_swap": ("INT", {"default": 0, "min": 0, "max": 40, "tooltip": "Transformer blocks kept "
                                            "in CPU RAM and streamed to the GPU while the previous block computes "
                                            "(0 = all on GPU; 20 saves ~half the VRAM of the weights, 40 the most)."}),
