@@ -119,6 +119,7 @@ def populate(model: nn.Module, sources, *, compute_dtype, placement, loras=(), l
     linears = [(n, m) for n, m in model.named_modules() if type(m) is nn.Linear]
     for name, mod in linears:
         wkey, bkey = f"{name}.weight", f"{name}.bias"
+        done.update((wkey, bkey))
         device = placement(wkey)
         value = _fetch(owner, wkey)
         bias = None
@@ -141,10 +142,8 @@ def populate(model: nn.Module, sources, *, compute_dtype, placement, loras=(), l
             if bias is not None:
                 mod.bias = nn.Parameter(bias, requires_grad=False)
             kinds["float"] += 1
-            done.update((wkey, bkey))
             continue
         _set_child(model, name, new)
-        done.update((wkey, bkey))
     for key in expected:
         if key in done:
             continue
