@@ -1,0 +1,107 @@
+"""The example workflows (example_workflows/*.json, shown in ComfyUI's Templates browser under this pack) are
+valid UI-format graphs for our nodes: every node of ours exists, widget values line up with the inputs and are
+in range, links agree with both ends and with our RETURN_TYPES / INPUT_TYPES. Core nodes are checked against
+a running ComfyUI in tests/integration/test_example_workflows_comfyui.py."""
+from pathlib import Path
+
+import pytest
+
+import workflow_check as wc
+from infinitetalk_lipsync import NODE_CLASS_MAPPINGS
+
+FOLDER = Path(__file__).resolve().parents[1] / "example_workflows"
+NAMES = ["infinitetalk_v2v_dubbing", "infinitetalk_i2v", "infinitetalk_face_only_dubbing"]
+SPECS = wc.specs_from_mappings(NODE_CLASS_MAPPINGS)
+
+
+def _nodes(workflow, class_type):
+    return [n for n in workflow["nodes"] if n["type"] == class_type]
+
+
+def _values(workflow, node):
+    return dict((name, v) for (name, _), v in zip(wc.widget_slots(SPECS[node["type"]]), node["widgets_values"]) if name)
+
+
+def _source_of(workflow, node, input_name):
+    link_id = next(i["link"] for i in node["inputs"] if i["name"] == input_name)
+    link = next(l for l in workflow["links"] if l[0] == link_id)
+    return next(n for n in workflow["nodes"] if n["id"] == link[1]), link[2]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_workflow_is_consistent_with_our_nodes(name):
+    workflow = wc.load(FOLDER / f"{name}.json")
+    assert workflow["version"] == 0.4 and workflow["nodes"] and workflow["links"]
+    ours = {n["type"] for n in workflow["nodes"] if n["type"].startswith("InfiniteTalk")}
+    assert ours and ours <= set(NODE_CLASS_MAPPINGS), ours - set(NODE_CLASS_MAPPINGS)
+    assert wc.check(workflow, SPECS) == []
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_sampler_settings_fit_the_lightx2v_lora(name):
+    """The workflows use the lightx2v step-distill LoRA, so the sampler runs its settings (4 steps, cfg 1 = two model
+    calls per step, audio cfg 2), and the sampler's own audio and fps go to CreateVideo (exact audio length)."""
+    workflow = wc.load(FOLDER / f"{name}.json")
+    (lora,) = _nodes(workflow, "InfiniteTalkLoRA")
+    assert "lightx2v" in lora["widgets_values"][0]
+    (loader,) = _nodes(workflow, "InfiniteTalkModelLoader")
+    assert _source_of(workflow, loader, "lora")[0] is lora
+    (sampler,) = _nodes(workflow, "InfiniteTalkSampler")
+    settings = _values(workflow, sampler)
+    assert (settings["steps"], settings["cfg"], settings["audio_cfg"], settings["denoise"]) == (4, 1.0, 2.0, 1.0)
+    assert settings["seed"] == 42 and sampler["widgets_values"][settings_index(sampler, "seed") + 1] == "fixed"
+    (create,) = _nodes(workflow, "CreateVideo")
+    assert _source_of(workflow, create, "audio") == (sampler, 1)
+    assert _source_of(workflow, create, "fps") == (sampler, 2)
+    (embeds,) = _nodes(workflow, "InfiniteTalkAudioEmbeds")
+    assert _values(workflow, embeds)["fps"] == 25.0
+
+
+def settings_index(node, name):
+    return [n for n, _ in wc.widget_slots(SPECS[node["type"]])].index(name)
+
+
+def test_face_only_path_pastes_the_generated_crop_into_the_source():
+    workflow = wc.load(FOLDER / "infinitetalk_face_only_dubbing.json")
+    (mask,), (crop,), (paste,), (sampler,) = (_nodes(workflow, t) for t in (
+        "InfiniteTalkFaceMask", "InfiniteTalkFaceCrop", "InfiniteTalkFacePaste", "InfiniteTalkSampler"))
+    (components,) = _nodes(workflow, "GetVideoComponents")
+    assert _source_of(workflow, crop, "mask") == (mask, 0)
+    assert _source_of(workflow, sampler, "source") == (crop, 0)
+    assert _source_of(workflow, paste, "images") == (sampler, 0)
+    assert _source_of(workflow, paste, "crop_info") == (crop, 1)
+    assert _source_of(workflow, paste, "source_images") == (components, 0)
+    crop_size = _values(workflow, crop)
+    settings = _values(workflow, sampler)
+    assert settings["resolution"] == "custom width/height"
+    assert (settings["width"], settings["height"]) == (crop_size["width"], crop_size["height"])
+    (create,) = _nodes(workflow, "CreateVideo")
+    assert _source_of(workflow, create, "images") == (paste, 0)
+
+
+def test_checker_reports_broken_workflows():
+    """The checker itself: a wrong widget count, an out-of-range value and a mistyped link are reported."""
+    workflow = wc.load(FOLDER / "infinitetalk_v2v_dubbing.json")
+    (sampler,) = _nodes(workflow, "InfiniteTalkSampler")
+    sampler["widgets_values"][settings_index(sampler, "steps")] = 0
+    sampler["widgets_values"][settings_index(sampler, "window")] = 80
+    (embeds,) = _nodes(workflow, "InfiniteTalkAudioEmbeds")
+    embeds["widgets_values"].append(1.0)
+    link = next(l for l in workflow["links"] if l[3] == sampler["id"] and l[5] == "VAE")
+    link[5] = "IMAGE"
+    problems = "\n".join(wc.check(workflow, SPECS))
+    assert "steps: 0 < min 1" in problems
+    assert "window: 80 is not min 5 + a multiple of step 4" in problems
+    assert "5 widgets_values, expected 4" in problems
+    assert "types differ: link IMAGE" in problems
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_layout_has_no_overlapping_nodes(name):
+    """Readable in the editor: no node covers another (title bars included)."""
+    title = 30
+    boxes = [(n["id"], n["pos"][0], n["pos"][1] - title, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+             for n in wc.load(FOLDER / f"{name}.json")["nodes"]]
+    overlaps = [(a[0], b[0]) for i, a in enumerate(boxes) for b in boxes[i + 1:]
+                if a[1] < b[3] and b[1] < a[3] and a[2] < b[4] and b[2] < a[4]]
+    assert overlaps == []

@@ -1,0 +1,213 @@
+"""Check ComfyUI UI-format workflows (what the editor saves: nodes with positional ``widgets_values``,
+``links`` [id, from_node, from_slot, to_node, to_slot, type]) against node specs, and convert them to the
+API format that ``/prompt`` takes.
+
+Specs are ``/object_info`` entries ({"input": {"required"/"optional": {name: [type, opts]}}, "input_order",
+"output", "output_name"}); ``specs_from_mappings`` builds the same from NODE_CLASS_MAPPINGS without ComfyUI.
+The frontend stores extra values after some widgets: the seed's "control after generate" mode, and the
+upload widgets of LoadImage / LoadVideo (one value) and LoadAudio (two); ``widget_slots`` models that.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+VIRTUAL = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}  # frontend-only nodes, never sent to the server
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+_FILE_NAME = re.compile(r"(\.[A-Za-z0-9]{2,12}|/)$")  # a model/media file (or HF folder) name, not a fixed choice
+
+
+def load(path) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def specs_from_mappings(mappings: dict) -> dict:
+    """NODE_CLASS_MAPPINGS -> {class_type: /object_info-like spec} (model-file combos are empty outside ComfyUI)."""
+    specs = {}
+    for name, cls in mappings.items():
+        types = cls.INPUT_TYPES()
+        specs[name] = {"input": {k: v for k, v in types.items() if k in ("required", "optional")},
+                       "input_order": {k: list(types.get(k, {})) for k in ("required", "optional")},
+                       "output": list(cls.RETURN_TYPES),
+                       "output_name": list(getattr(cls, "RETURN_NAMES", None) or cls.RETURN_TYPES)}
+    return specs
+
+
+def _inputs(spec: dict) -> list[tuple[str, list, bool]]:
+    """(name, [type, opts], optional) in the order the node declares them."""
+    out = []
+    for section in ("required", "optional"):
+        declared = spec["input"].get(section, {})
+        for name in spec.get("input_order", {}).get(section, list(declared)):
+            out.append((name, list(declared[name]), section == "optional"))
+    return out
+
+
+def _type(entry: list) -> str:
+    return "COMBO" if isinstance(entry[0], list) else entry[0]
+
+
+def _options(entry: list) -> dict:
+    return entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
+
+
+def _choices(entry: list):
+    return entry[0] if isinstance(entry[0], list) else _options(entry).get("options")
+
+
+def is_widget(entry: list) -> bool:
+    return _type(entry) in WIDGET_TYPES and not _options(entry).get("forceInput")
+
+
+def _extra_values(name: str, entry: list) -> int:
+    opts = _options(entry)
+    if opts.get("audio_upload"):
+        return 2
+    if opts.get("image_upload") or opts.get("video_upload") or opts.get("animated_image_upload"):
+        return 1
+    if _type(entry) in ("INT", "COMBO") and (opts.get("control_after_generate") or
+                                              (_type(entry) == "INT" and name in ("seed", "noise_seed"))):
+        return 1
+    return 0
+
+
+def widget_slots(spec: dict) -> list[tuple[str | None, list | None]]:
+    """One (input name, spec entry) per position of ``widgets_values``; (None, None) for frontend-only values."""
+    slots = []
+    for name, entry, _ in _inputs(spec):
+        if is_widget(entry):
+            slots.append((name, entry))
+            slots.extend([(None, None)] * _extra_values(name, entry))
+    return slots
+
+
+def check_value(name: str, entry: list, value) -> str | None:
+    """Why ``value`` is not valid for input ``entry`` (None when it is). A combo value that names a file not present
+    (models, media) is accepted: the example workflows name files users download."""
+    kind, opts = _type(entry), _options(entry)
+    if kind == "INT":
+        if not isinstance(value, int) or isinstance(value, bool):
+            return f"{name}: {value!r} is not an INT"
+    elif kind == "FLOAT":
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return f"{name}: {value!r} is not a FLOAT"
+    elif kind == "BOOLEAN":
+        return None if isinstance(value, bool) else f"{name}: {value!r} is not a BOOLEAN"
+    elif kind == "STRING":
+        return None if isinstance(value, str) else f"{name}: {value!r} is not a STRING"
+    elif kind == "COMBO":
+        choices = _choices(entry) or []
+        if value not in choices and not (isinstance(value, str) and _FILE_NAME.search(value)):
+            return f"{name}: {value!r} is not one of {choices}"
+    if kind in ("INT", "FLOAT"):
+        if "min" in opts and value < opts["min"]:
+            return f"{name}: {value} < min {opts['min']}"
+        if "max" in opts and value > opts["max"]:
+            return f"{name}: {value} > max {opts['max']}"
+    if kind == "INT" and opts.get("step", 1) > 1 and (value - opts.get("min", 0)) % opts["step"]:
+        # The editor snaps INT widgets to min + k*step (e.g. windows of 4n+1 frames, sizes of 16n pixels).
+        return f"{name}: {value} is not min {opts.get('min', 0)} + a multiple of step {opts['step']}"
+    return None
+
+
+def check(workflow: dict, specs: dict, require_all: bool = False) -> list[str]:
+    """Problems of a UI-format workflow: unknown nodes (all, with ``require_all``; else only those of ``specs``
+    are checked in depth), widget counts and values, and link consistency against both ends and the specs."""
+    problems = []
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+    if len(nodes) != len(workflow["nodes"]):
+        problems.append("duplicate node ids")
+    for n in workflow["nodes"]:
+        where = f"node {n['id']} ({n['type']})"
+        if n["type"] in VIRTUAL:
+            continue
+        spec = specs.get(n["type"])
+        if spec is None:
+            if require_all:
+                problems.append(f"{where}: class not known to the server")
+            continue
+        slots = widget_slots(spec)
+        values = n.get("widgets_values", [])
+        if len(values) != len(slots):
+            problems.append(f"{where}: {len(values)} widgets_values, expected {len(slots)} "
+                            f"({[s for s, _ in slots]})")
+        else:
+            for (name, entry), value in zip(slots, values):
+                if name is not None and (err := check_value(name, entry, value)):
+                    problems.append(f"{where}: {err}")
+        declared = {name: (entry, optional) for name, entry, optional in _inputs(spec)}
+        linked = {i["name"] for i in n.get("inputs", []) if i.get("link") is not None}
+        for i in n.get("inputs", []):
+            if i["name"] not in declared:
+                problems.append(f"{where}: input socket {i['name']!r} is not an input of the node")
+            elif is_widget(declared[i["name"]][0]) and "widget" not in i:
+                problems.append(f"{where}: widget input {i['name']!r} has a socket without 'widget'")
+        for name, (entry, optional) in declared.items():
+            if not optional and not is_widget(entry) and name not in linked:
+                problems.append(f"{where}: required input {name!r} is not connected")
+        if [o["type"] for o in n.get("outputs", [])] != list(spec["output"]):
+            problems.append(f"{where}: outputs {[o['type'] for o in n.get('outputs', [])]} != {spec['output']}")
+    problems += _check_links(workflow, nodes, specs)
+    return problems
+
+
+def _check_links(workflow, nodes, specs) -> list[str]:
+    problems = []
+    ids = [l[0] for l in workflow["links"]]
+    if len(set(ids)) != len(ids):
+        problems.append("duplicate link ids")
+    if workflow.get("last_link_id", 0) < max(ids, default=0) or workflow.get("last_node_id", 0) < max(nodes, default=0):
+        problems.append("last_link_id / last_node_id smaller than an id in use")
+    for link_id, src, src_slot, dst, dst_slot, kind in workflow["links"]:
+        where = f"link {link_id} ({src}:{src_slot} -> {dst}:{dst_slot})"
+        if src not in nodes or dst not in nodes:
+            problems.append(f"{where}: unknown node")
+            continue
+        outputs, inputs = nodes[src].get("outputs", []), nodes[dst].get("inputs", [])
+        if src_slot >= len(outputs) or link_id not in (outputs[src_slot].get("links") or []):
+            problems.append(f"{where}: not listed on the output")
+            continue
+        if dst_slot >= len(inputs) or inputs[dst_slot].get("link") != link_id:
+            problems.append(f"{where}: not the link of the input")
+            continue
+        out_type, target = outputs[src_slot]["type"], inputs[dst_slot]
+        if not (kind == out_type == target["type"]):
+            problems.append(f"{where}: types differ: link {kind}, output {out_type}, input {target['type']}")
+        if nodes[src]["type"] in specs and specs[nodes[src]["type"]]["output"][src_slot] != kind:
+            problems.append(f"{where}: {nodes[src]['type']} output {src_slot} is "
+                            f"{specs[nodes[src]['type']]['output'][src_slot]}, link says {kind}")
+        if nodes[dst]["type"] in specs:
+            declared = {name: entry for name, entry, _ in _inputs(specs[nodes[dst]["type"]])}
+            entry = declared.get(target["name"])
+            if entry is not None and _type(entry) != kind:
+                problems.append(f"{where}: {nodes[dst]['type']}.{target['name']} takes {_type(entry)}, gets {kind}")
+    for n in workflow["nodes"]:  # every link a node mentions exists
+        for i in n.get("inputs", []):
+            if i.get("link") is not None and i["link"] not in ids:
+                problems.append(f"node {n['id']}: input {i['name']} names missing link {i['link']}")
+        for o in n.get("outputs", []):
+            for l in o.get("links") or []:
+                if l not in ids:
+                    problems.append(f"node {n['id']}: output {o['name']} names missing link {l}")
+    return problems
+
+
+def to_api(workflow: dict, specs: dict) -> dict:
+    """UI format -> API format ({id: {"class_type", "inputs"}}), as the frontend queues it (bypassed and
+    virtual nodes dropped; bypassed nodes are not supported here)."""
+    links = {l[0]: l for l in workflow["links"]}
+    prompt = {}
+    for n in workflow["nodes"]:
+        if n["type"] in VIRTUAL:
+            continue
+        if n.get("mode", 0) != 0:
+            raise ValueError(f"node {n['id']} ({n['type']}): muted/bypassed nodes are not converted")
+        inputs = {name: value for (name, _), value in zip(widget_slots(specs[n["type"]]), n.get("widgets_values", []))
+                  if name is not None}
+        for i in n.get("inputs", []):
+            if i.get("link") is not None:
+                link = links[i["link"]]
+                inputs[i["name"]] = [str(link[1]), link[2]]
+        prompt[str(n["id"])] = {"class_type": n["type"], "inputs": inputs}
+    return prompt
