@@ -52,15 +52,10 @@ def check_keys(owner: dict, expected: dict, sources) -> None:
         raise CheckpointError(ckpt.path, f"{len(unexpected)} tensors do not belong to the InfiniteTalk Wan 2.1 I2V model",
                               keys=unexpected, fix="use the official Wan 2.1 I2V 14B and InfiniteTalk files "
                                                    "(extra modules such as VACE or LoRA keys cannot be loaded here)")
-    wrong = []
-    for key, shape in expected.items():
-        ckpt = owner[key][0]
-        got = ckpt.shape(key)
-        if tuple(got) != shape:
-            wrong.append(f"{key} {tuple(got)} (model {shape})")
+    wrong = [key for key, shape in expected.items() if owner[key][0].shape(key) != shape]
     if wrong:
-        ckpt = owner[wrong[0].split(" ")[0]][0]
-        raise CheckpointError(ckpt.path, "tensor shapes do not match the model", keys=wrong,
+        raise CheckpointError(owner[wrong[0]][0].path, "tensor shapes do not match the model",
+                              keys=[f"{k} {owner[k][0].shape(k)} (model {expected[k]})" for k in wrong],
                               fix="the file belongs to a different model size/variant; use Wan 2.1 I2V 14B weights")
 
 
