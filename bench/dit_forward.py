@@ -132,7 +132,8 @@ def check_block_numerics(model: InfiniteTalkDiT, device, speakers: int) -> None:
     for blk, dtype in ((block, model.compute_dtype), (ref_block, torch.float32)):
         inputs = BlockInputs(rope=video_rope_table(grid, cfg.rope_pairs, device), context=context.to(dtype),
                              audio=audio.to(dtype), speaker_masks=None if masks is None else masks.to(dtype),
-                             lrope_rows=rows, grid=grid, backend=model.attention_backend)
+                             lrope_rows=rows, grid=grid, image_tokens=cfg.clip_tokens,
+                             backend=model.attention_backend)
         with torch.inference_mode():
             outs.append(blk(x.to(dtype), e0, inputs).float())
     rel = ((outs[0] - outs[1]).norm() / outs[1].norm()).item()

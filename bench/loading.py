@@ -24,7 +24,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from dit_forward import SMOKE, build_model, make_inputs, sync  # noqa: E402
+from dit_forward import SMOKE, build_model, make_inputs, sync, time_forward  # noqa: E402
 from pipeline.dit import WAN_I2V_14B  # noqa: E402
 from pipeline.loading import block_swap, dequant  # noqa: E402
 from pipeline.loading.quant_linear import Fp8Linear, GGUFLinear  # noqa: E402
@@ -72,25 +72,12 @@ def convert_gguf(model, dtype, qtype: int, device):
         del lin
 
 
-def time_forward(model, inputs, device, runs):
-    times = []
-    with torch.inference_mode():
-        for i in range(runs + 1):
-            sync(device)
-            start = time.perf_counter()
-            out = model(**inputs)
-            sync(device)
-            if i:
-                times.append(time.perf_counter() - start)
-    assert torch.isfinite(out).all(), "non-finite output"
-    return statistics.median(times), times
-
-
 def measure(label, model, inputs, device, runs, baseline=None):
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    median, times = time_forward(model, inputs, device, runs)
+    times, _ = time_forward(model, inputs, device, runs)
+    median = statistics.median(times)
     line = f"{label:<34} {median:8.3f} s/forward ({', '.join(f'{t:.3f}' for t in times)})"
     if baseline:
         line += f"  x{median / baseline:.2f} vs baseline"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from . import host
+from ..pipeline.dit.attention import BACKENDS
 from ..pipeline.loading import load_dit
 
 FOLDER = "infinitetalk_dit"
@@ -18,22 +19,13 @@ FP8_MODES = {"upcast (safe, any GPU)": "upcast", "fp8 matmul (fast, RTX 40xx/H10
 LORA_MODES = {"merge into weights (fast)": "merge", "apply on the fly (low memory)": "on_the_fly"}
 
 
-def _attention_backends() -> list[str]:
-    try:
-        from ..pipeline.dit.attention import BACKENDS
-        return list(BACKENDS)
-    except ImportError:
-        return ["sdpa"]
-
-
 class InfiniteTalkModel:
     """What INFINITETALK_MODEL carries: the DiT, its load report and where it runs."""
 
-    def __init__(self, model, report, device, offload_device):
+    def __init__(self, model, report, device):
         self.model = model
         self.report = report
         self.device = device
-        self.offload_device = offload_device
 
     def __repr__(self):
         return f"InfiniteTalkModel({self.report.family}, {self.report.compute_dtype})"
@@ -56,7 +48,7 @@ class InfiniteTalkModelLoader:
                                                "fp8 matmul with per-token activation scales (compute capability "
                                                "8.9+; H100 480p: on par with bf16 eager, 2.72 vs 3.02 s per step "
                                                "with torch_compile)."}),
-                "attention": (_attention_backends(), {"tooltip": "Attention kernel; sdpa works everywhere."}),
+                "attention": (list(BACKENDS), {"tooltip": "Attention kernel; sdpa works everywhere."}),
                 "blocks_to_swap": ("INT", {"default": 0, "min": 0, "max": 40, "tooltip": "Transformer blocks kept "
                                            "in CPU RAM and streamed to the GPU while the previous block computes "
                                            "(0 = all on GPU; 20 saves ~half the VRAM of the weights, 40 the most)."}),
@@ -82,18 +74,18 @@ class InfiniteTalkModelLoader:
         if torch_compile and blocks_to_swap:
             raise ValueError("torch_compile and blocks_to_swap > 0 do not combine yet (the swap streams weights "
                              "inside each block): set blocks_to_swap to 0 or torch_compile to false.")
-        device, offload = host.torch_device(), host.offload_device()
+        device = host.torch_device()
         dit, report = load_dit(host.model_path(FOLDER, model), host.model_path(FOLDER, infinitetalk_model),
                                compute_dtype=PRECISIONS[base_precision], fp8_mode=FP8_MODES[fp8_mode],
                                loras=[(entry["path"], entry["strength"]) for entry in (lora or [])],
-                               device=device, offload_device=offload, blocks_to_swap=blocks_to_swap,
+                               device=device, offload_device=host.offload_device(), blocks_to_swap=blocks_to_swap,
                                attention=attention, lora_mode=LORA_MODES[lora_mode])
         text = report.text()
         if torch_compile:
             text += "\ntorch.compile: " + ("on (the first step at each size compiles)" if dit.compile_blocks(device)
                                           else "off (no Triton)")
         host.show_text(None, text)
-        return {"ui": {"text": [text]}, "result": (InfiniteTalkModel(dit, report, device, offload),)}
+        return {"ui": {"text": [text]}, "result": (InfiniteTalkModel(dit, report, device),)}
 
 
 class InfiniteTalkLoRA:

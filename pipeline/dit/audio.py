@@ -80,10 +80,11 @@ def speaker_positions(ref_map: torch.Tensor, class_range: int, class_interval: i
     """
     low, high = ref_map.amin(dim=2, keepdim=True), ref_map.amax(dim=2, keepdim=True)
     unit = (ref_map[:, :2] - low[:, :2]) / (high[:, :2] - low[:, :2] + 1e-8)
-    start = torch.tensor([0, class_range - class_interval], dtype=ref_map.dtype, device=ref_map.device)
-    speakers = unit * class_interval + start[:, None]
+    # Python-number offsets: a torch.tensor literal would be a synchronising host->device copy per block.
+    speaker1 = unit[:, :1] * class_interval
+    speaker2 = unit[:, 1:] * class_interval + (class_range - class_interval)
     background = torch.full_like(ref_map[:, :1], class_range // 2)
-    choices = torch.cat([speakers, background], dim=1)
+    choices = torch.cat([speaker1, speaker2, background], dim=1)
     return choices.gather(1, ref_map.argmax(dim=1, keepdim=True)).squeeze(1)
 
 

@@ -7,6 +7,8 @@ Layouts: ggml ``block_q*`` structs, little-endian, fp16 super-scales.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 # ggml type ids (gguf.GGMLQuantizationType values; fixed by the file format).
@@ -22,7 +24,6 @@ TYPES = {
     Q8_0: ("Q8_0", 32, 34), Q2_K: ("Q2_K", 256, 84), Q3_K: ("Q3_K", 256, 110), Q4_K: ("Q4_K", 256, 144),
     Q5_K: ("Q5_K", 256, 176), Q6_K: ("Q6_K", 256, 210),
 }
-FLOAT_TYPES = {F32, F16, BF16}
 
 
 def type_name(qtype: int) -> str:
@@ -39,10 +40,17 @@ def _nibbles(qs: torch.Tensor) -> torch.Tensor:
     return torch.cat([qs & 0x0F, qs >> 4], dim=-1)
 
 
+def _shifts(step: int, device) -> torch.Tensor:
+    """uint8 [8 // step] bit offsets 0, step, 2*step, ... < 8.
+
+    Made by ``arange`` on ``device``: a ``torch.tensor([...], device="cuda")`` literal is a
+    host->device copy that synchronises the stream, once per layer per forward."""
+    return torch.arange(0, 8, step, device=device, dtype=torch.uint8)
+
+
 def _bits32(qh: torch.Tensor) -> torch.Tensor:
     """uint8 [n, 4] (a little-endian u32) -> uint8 [n, 32]: bit j of the word at index j."""
-    shifts = torch.arange(8, device=qh.device, dtype=torch.uint8)
-    return ((qh.unsqueeze(-1) >> shifts) & 1).reshape(qh.shape[0], 32)
+    return ((qh.unsqueeze(-1) >> _shifts(1, qh.device)) & 1).reshape(qh.shape[0], 32)
 
 
 def _q4_0(b):
@@ -79,56 +87,51 @@ def _q2_k(b):
     d, dmin = _f16(b[:, 80:82]), _f16(b[:, 82:84])
     dl = (d * (scales & 0x0F).to(torch.float32)).reshape(n, 16, 1)
     ml = (dmin * (scales >> 4).to(torch.float32)).reshape(n, 16, 1)
-    shift = torch.tensor([0, 2, 4, 6], device=b.device, dtype=torch.uint8).reshape(1, 1, 4, 1)
-    q = ((qs.reshape(n, 2, 1, 32) >> shift) & 3).reshape(n, 16, 16).to(torch.float32)
+    q = ((qs.reshape(n, 2, 1, 32) >> _shifts(2, b.device).reshape(1, 1, 4, 1)) & 3).reshape(n, 16, 16).to(torch.float32)
     return (dl * q - ml).reshape(n, QK_K)
 
 
 def _q3_k(b):
     n = b.shape[0]
     hmask, qs, sc, d = b[:, :32], b[:, 32:96], b[:, 96:108], _f16(b[:, 108:110])
-    low = (sc[:, :8].reshape(n, 1, 8) >> torch.tensor([0, 4], device=b.device, dtype=torch.uint8).reshape(1, 2, 1))
-    high = (sc[:, 8:].reshape(n, 1, 4) >> torch.tensor([0, 2, 4, 6], device=b.device, dtype=torch.uint8).reshape(1, 4, 1))
+    low = sc[:, :8].reshape(n, 1, 8) >> _shifts(4, b.device).reshape(1, 2, 1)
+    high = sc[:, 8:].reshape(n, 1, 4) >> _shifts(2, b.device).reshape(1, 4, 1)
     scales = (low.reshape(n, 16) & 0x0F) | ((high.reshape(n, 16) & 0x03) << 4)
     scales = (scales.to(torch.int8) - 32).to(torch.float32)
     dl = (d * scales).reshape(n, 16, 1)
-    ql = qs.reshape(n, 2, 1, 32) >> torch.tensor([0, 2, 4, 6], device=b.device, dtype=torch.uint8).reshape(1, 1, 4, 1)
-    qh = hmask.reshape(n, 1, 1, 32) >> torch.arange(8, device=b.device, dtype=torch.uint8).reshape(1, 1, 8, 1)
+    ql = qs.reshape(n, 2, 1, 32) >> _shifts(2, b.device).reshape(1, 1, 4, 1)
+    qh = hmask.reshape(n, 1, 1, 32) >> _shifts(1, b.device).reshape(1, 1, 8, 1)
     ql = ql.reshape(n, 16, 16) & 3
     qh = (qh.reshape(n, 16, 16) & 1) ^ 1  # a set mask bit means "no -4 offset"
     q = (ql.to(torch.int8) - (qh << 2).to(torch.int8)).to(torch.float32)
     return (dl * q).reshape(n, QK_K)
 
 
-def _scale_min_k4(s: torch.Tensor):
-    """The 12 packed bytes of Q4_K/Q5_K -> (8 six-bit scales, 8 six-bit mins), uint8 [n, 8] each."""
-    n = s.shape[0]
-    s = s.reshape(n, 3, 4)
-    d, m, md = s[:, 0], s[:, 1], s[:, 2]
-    sc = torch.cat([d & 0x3F, (md & 0x0F) | ((d >> 2) & 0x30)], dim=-1)
-    mn = torch.cat([m & 0x3F, (md >> 4) | ((m >> 2) & 0x30)], dim=-1)
-    return sc, mn
+def _k4_scales(b: torch.Tensor):
+    """Bytes 0..16 of Q4_K/Q5_K blocks (fp16 d, fp16 dmin, 12 bytes of packed six-bit scales
+    and mins) -> (d * scale, dmin * min), float32 [n, 8, 1] each."""
+    n = b.shape[0]
+    d, dmin = _f16(b[:, :2]), _f16(b[:, 2:4])
+    s = b[:, 4:16].reshape(n, 3, 4)
+    ds, ms, md = s[:, 0], s[:, 1], s[:, 2]
+    sc = torch.cat([ds & 0x3F, (md & 0x0F) | ((ds >> 2) & 0x30)], dim=-1)
+    mn = torch.cat([ms & 0x3F, (md >> 4) | ((ms >> 2) & 0x30)], dim=-1)
+    return (d * sc.to(torch.float32)).reshape(n, 8, 1), (dmin * mn.to(torch.float32)).reshape(n, 8, 1)
 
 
 def _q4_k(b):
     n = b.shape[0]
-    d, dmin = _f16(b[:, :2]), _f16(b[:, 2:4])
-    sc, mn = _scale_min_k4(b[:, 4:16])
-    d = (d * sc.to(torch.float32)).reshape(n, 8, 1)
-    dm = (dmin * mn.to(torch.float32)).reshape(n, 8, 1)
-    qs = b[:, 16:].reshape(n, 4, 1, 32) >> torch.tensor([0, 4], device=b.device, dtype=torch.uint8).reshape(1, 1, 2, 1)
+    d, dm = _k4_scales(b)
+    qs = b[:, 16:].reshape(n, 4, 1, 32) >> _shifts(4, b.device).reshape(1, 1, 2, 1)
     q = (qs & 0x0F).reshape(n, 8, 32).to(torch.float32)
     return (d * q - dm).reshape(n, QK_K)
 
 
 def _q5_k(b):
     n = b.shape[0]
-    d, dmin = _f16(b[:, :2]), _f16(b[:, 2:4])
-    sc, mn = _scale_min_k4(b[:, 4:16])
-    d = (d * sc.to(torch.float32)).reshape(n, 8, 1)
-    dm = (dmin * mn.to(torch.float32)).reshape(n, 8, 1)
-    ql = b[:, 48:].reshape(n, 4, 1, 32) >> torch.tensor([0, 4], device=b.device, dtype=torch.uint8).reshape(1, 1, 2, 1)
-    qh = b[:, 16:48].reshape(n, 1, 1, 32) >> torch.arange(8, device=b.device, dtype=torch.uint8).reshape(1, 1, 8, 1)
+    d, dm = _k4_scales(b)
+    ql = b[:, 48:].reshape(n, 4, 1, 32) >> _shifts(4, b.device).reshape(1, 1, 2, 1)
+    qh = b[:, 16:48].reshape(n, 1, 1, 32) >> _shifts(1, b.device).reshape(1, 1, 8, 1)
     q = ((ql & 0x0F).reshape(n, 8, 32) | ((qh & 1).reshape(n, 8, 32) << 4)).to(torch.float32)
     return (d * q - dm).reshape(n, QK_K)
 
@@ -138,9 +141,9 @@ def _q6_k(b):
     ql, qh = b[:, :128], b[:, 128:192]
     scales = b[:, 192:208].contiguous().view(torch.int8).to(torch.float32)
     d = (_f16(b[:, 208:210]) * scales).reshape(n, 16, 1)
-    ql = ql.reshape(n, 2, 1, 64) >> torch.tensor([0, 4], device=b.device, dtype=torch.uint8).reshape(1, 1, 2, 1)
+    ql = ql.reshape(n, 2, 1, 64) >> _shifts(4, b.device).reshape(1, 1, 2, 1)
     ql = (ql & 0x0F).reshape(n, 8, 32)
-    qh = qh.reshape(n, 2, 1, 32) >> torch.tensor([0, 2, 4, 6], device=b.device, dtype=torch.uint8).reshape(1, 1, 4, 1)
+    qh = qh.reshape(n, 2, 1, 32) >> _shifts(2, b.device).reshape(1, 1, 4, 1)
     qh = (qh & 0x03).reshape(n, 8, 32)
     q = ((ql | (qh << 4)).to(torch.int8) - 32).reshape(n, 16, 16).to(torch.float32)
     return (d * q).reshape(n, QK_K)
@@ -154,11 +157,7 @@ def _f32(b):
     return b.contiguous().view(torch.float32)
 
 
-def _f16_all(b):
-    return b.contiguous().view(torch.float16).to(torch.float32)
-
-
-_KERNELS = {F32: _f32, F16: _f16_all, BF16: _bf16, Q4_0: _q4_0, Q4_1: _q4_1, Q5_0: _q5_0, Q5_1: _q5_1,
+_KERNELS = {F32: _f32, F16: _f16, BF16: _bf16, Q4_0: _q4_0, Q4_1: _q4_1, Q5_0: _q5_0, Q5_1: _q5_1,
             Q8_0: _q8_0, Q2_K: _q2_k, Q3_K: _q3_k, Q4_K: _q4_k, Q5_K: _q5_k, Q6_K: _q6_k}
 SUPPORTED = frozenset(_KERNELS)
 
@@ -181,7 +180,4 @@ def dequantize(raw: torch.Tensor, qtype: int, shape, dtype: torch.dtype = torch.
 def packed_nbytes(qtype: int, shape) -> int:
     """Bytes a tensor of ``shape`` occupies in ``qtype`` (row length must be a block multiple)."""
     _, block, size = TYPES[qtype]
-    n = 1
-    for s in shape:
-        n *= int(s)
-    return n // block * size
+    return math.prod(shape) // block * size

@@ -7,12 +7,12 @@ else raises :class:`CheckpointError` saying what the file is and where it belong
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .errors import CheckpointError
 from .reader import Checkpoint
 
-_BLOCK = re.compile(r"^blocks\.(\d+)\.")
+BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.")  # a key inside block N
 LORA_SUFFIXES = (".lora_down.weight", ".lora_up.weight", ".lora_A.weight", ".lora_B.weight", ".diff", ".diff_b",
                  ".alpha", ".lora.down.weight", ".lora.up.weight")
 # Tensors that describe fp8 quantisation rather than model parameters.
@@ -27,7 +27,7 @@ def is_aux_key(key: str) -> bool:
 
 
 def count_blocks(keys) -> int:
-    ids = {int(m.group(1)) for k in keys if (m := _BLOCK.match(k))}
+    ids = {int(m.group(1)) for k in keys if (m := BLOCK_KEY.match(k))}
     return max(ids) + 1 if ids else 0
 
 
@@ -36,7 +36,6 @@ class Quant:
     """How a file stores its weights: kind in {float, fp8, fp8_scaled, comfy_quant, gguf}."""
     kind: str
     label: str
-    type_counts: dict = field(default_factory=dict)
 
 
 def quant_of(ckpt: Checkpoint) -> Quant:
@@ -44,19 +43,19 @@ def quant_of(ckpt: Checkpoint) -> Quant:
     if ckpt.format == "gguf":
         quantised = sorted(t for t in counts if t not in ("F32", "F16", "BF16"))
         label = "GGUF " + ("/".join(quantised) if quantised else "unquantised")
-        return Quant("gguf", label, counts)
+        return Quant("gguf", label)
     keys = ckpt.keys()
     fp8 = sorted({"float8_e4m3fn" if ckpt.type_name(k) == "F8_E4M3" else "float8_e5m2"
                   for k in keys if ckpt.type_name(k) in FP8_TYPES and k != "scaled_fp8"})
     if "_quantization_metadata" in ckpt.metadata or any(k.endswith(".comfy_quant") for k in keys):
-        return Quant("comfy_quant", f"{'/'.join(fp8) or 'quantised'} (comfy_quant, per-layer scales)", counts)
+        return Quant("comfy_quant", f"{'/'.join(fp8) or 'quantised'} (comfy_quant, per-layer scales)")
     if "scaled_fp8" in ckpt or any(k.endswith((".scale_weight", ".weight_scale")) for k in keys):
-        return Quant("fp8_scaled", f"{'/'.join(fp8) or 'fp8'} scaled (per-layer scale_weight)", counts)
+        return Quant("fp8_scaled", f"{'/'.join(fp8) or 'fp8'} scaled (per-layer scale_weight)")
     if fp8:
-        return Quant("fp8", f"{'/'.join(fp8)} (plain, unscaled)", counts)
+        return Quant("fp8", f"{'/'.join(fp8)} (plain, unscaled)")
     floats = {t: n for t, n in counts.items() if t in ("F32", "F16", "BF16", "F64")}
     main = max(floats, key=floats.get) if floats else "?"
-    return Quant("float", {"F32": "fp32", "F16": "fp16", "BF16": "bf16", "F64": "fp64"}.get(main, main), counts)
+    return Quant("float", {"F32": "fp32", "F16": "fp16", "BF16": "bf16", "F64": "fp64"}.get(main, main))
 
 
 def _looks_like_lora(keys) -> bool:

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from dataclasses import dataclass, field
 
 import torch
 
 from . import block_swap as block_swap_mod
-from .detect import check_compatible, inspect_audio, inspect_base
+from .detect import BLOCK_KEY, check_compatible, inspect_audio, inspect_base
 from .errors import CheckpointError
 from .lora import read_lora
 from .populate import expected_shapes, populate
@@ -17,7 +16,6 @@ from .reader import open_checkpoint
 
 FP8_MODES = ("upcast", "scaled_mm")
 LORA_MODES = ("merge", "on_the_fly")
-_BLOCK = re.compile(r"^blocks\.(\d+)\.")
 
 
 @dataclass
@@ -133,7 +131,7 @@ def load_dit(base_path, infinitetalk_path=None, *, compute_dtype=torch.bfloat16,
     first_swapped = n_blocks - blocks_to_swap
 
     def placement(key):
-        m = _BLOCK.match(key)
+        m = BLOCK_KEY.match(key)
         return offload_device if (m and int(m.group(1)) >= first_swapped) else device
 
     kinds = populate(model, sources, compute_dtype=dtype, placement=placement, loras=results, lora_mode=lora_mode,

@@ -13,6 +13,7 @@ rounding to the compute dtype, merged or on the fly alike (so both give identica
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -166,7 +167,7 @@ def read_lora(path, strength: float, param_shapes: dict) -> LoRAResult:
                     scale *= float(ckpt.get(parts["alpha"]).float().reshape(-1)[0]) / rank
                 shape = param_shapes.get(param)
                 numel = up.shape[0] * down[0].numel() if up.dim() >= 1 else -1
-                if shape is None or up.shape[0] != shape[0] or up.shape[1] != rank or numel != _numel(shape):
+                if shape is None or up.shape[0] != shape[0] or up.shape[1] != rank or numel != math.prod(shape):
                     wrong.append(f"{key} {tuple(up.shape)}x{tuple(down.shape)} vs {param} {shape}")
                     continue
                 result.patches.setdefault(param, []).append(Patch(scale, up=up, down=down))
@@ -179,7 +180,7 @@ def read_lora(path, strength: float, param_shapes: dict) -> LoRAResult:
                     param = target if target in param_shapes else f"{target}.weight"
                 diff = ckpt.get(key)
                 shape = param_shapes.get(param)
-                if shape is None or diff.numel() != _numel(shape):
+                if shape is None or diff.numel() != math.prod(shape):
                     wrong.append(f"{key} {tuple(diff.shape)} vs {param} {shape}")
                     continue
                 result.patches.setdefault(param, []).append(Patch(strength, diff=diff))
@@ -193,10 +194,3 @@ def read_lora(path, strength: float, param_shapes: dict) -> LoRAResult:
                               "diffusion_model.blocks.0.self_attn.q.lora_down.weight",
                               fix="use a LoRA made for Wan 2.1 I2V 14B")
     return result
-
-
-def _numel(shape) -> int:
-    n = 1
-    for s in shape:
-        n *= int(s)
-    return n

@@ -21,10 +21,6 @@ from .quant_linear import FloatLinear, Fp8Linear, GGUFLinear
 from .reader import GGUFWeight
 
 
-def _short(t) -> tuple:
-    return tuple(t.shape) if isinstance(t, torch.Tensor) else tuple(t)
-
-
 def expected_shapes(model: nn.Module) -> dict:
     return {k: tuple(v.shape) for k, v in model.state_dict(keep_vars=True).items()}
 
@@ -56,15 +52,10 @@ def check_keys(owner: dict, expected: dict, sources) -> None:
         raise CheckpointError(ckpt.path, f"{len(unexpected)} tensors do not belong to the InfiniteTalk Wan 2.1 I2V model",
                               keys=unexpected, fix="use the official Wan 2.1 I2V 14B and InfiniteTalk files "
                                                    "(extra modules such as VACE or LoRA keys cannot be loaded here)")
-    wrong = []
-    for key, shape in expected.items():
-        ckpt = owner[key][0]
-        got = ckpt.shape(key)
-        if tuple(got) != shape:
-            wrong.append(f"{key} {tuple(got)} (model {shape})")
+    wrong = [key for key, shape in expected.items() if owner[key][0].shape(key) != shape]
     if wrong:
-        ckpt = owner[wrong[0].split(" ")[0]][0]
-        raise CheckpointError(ckpt.path, "tensor shapes do not match the model", keys=wrong,
+        raise CheckpointError(owner[wrong[0]][0].path, "tensor shapes do not match the model",
+                              keys=[f"{k} {owner[k][0].shape(k)} (model {expected[k]})" for k in wrong],
                               fix="the file belongs to a different model size/variant; use Wan 2.1 I2V 14B weights")
 
 
@@ -123,6 +114,7 @@ def populate(model: nn.Module, sources, *, compute_dtype, placement, loras=(), l
     linears = [(n, m) for n, m in model.named_modules() if type(m) is nn.Linear]
     for name, mod in linears:
         wkey, bkey = f"{name}.weight", f"{name}.bias"
+        done.update((wkey, bkey))
         device = placement(wkey)
         value = _fetch(owner, wkey)
         bias = None
@@ -145,10 +137,8 @@ def populate(model: nn.Module, sources, *, compute_dtype, placement, loras=(), l
             if bias is not None:
                 mod.bias = nn.Parameter(bias, requires_grad=False)
             kinds["float"] += 1
-            done.update((wkey, bkey))
             continue
         _set_child(model, name, new)
-        done.update((wkey, bkey))
     for key in expected:
         if key in done:
             continue
@@ -162,13 +152,6 @@ def populate(model: nn.Module, sources, *, compute_dtype, placement, loras=(), l
             mod._buffers[attr] = t
     if patches:  # read_lora only returns keys of the model, so this is a programming error
         raise RuntimeError(f"LoRA patches left unapplied: {sorted(patches)[:5]}")
-    for name, buf in list(model.named_buffers()):
-        if buf.is_meta and name not in expected and buf.numel() == 0:
-            # Non-persistent markers (e.g. the DiT's dtype probe) carry only a dtype: the compute dtype.
-            prefix, _, attr = name.rpartition(".")
-            owner = model.get_submodule(prefix) if prefix else model
-            owner._buffers[attr] = torch.empty(buf.shape, device=placement(name),
-                                               dtype=compute_dtype if buf.is_floating_point() else buf.dtype)
     left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     if left:
         raise RuntimeError(f"model tensors not loaded (still on meta): {left[:5]}")

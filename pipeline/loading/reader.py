@@ -12,6 +12,7 @@ Key prefixes added by ComfyUI tooling (``model.diffusion_model.``, ``diffusion_m
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import pickle
@@ -76,11 +77,10 @@ class Checkpoint:
     CPU, possibly a view into the file) or a :class:`GGUFWeight`; ``type_name(key)`` is
     the storage type as written in the file (``F32``, ``F8_E4M3``, ``Q4_K`` ...)."""
 
-    def __init__(self, path, fmt: str, entries: dict, metadata: dict, loader, arch=None):
+    def __init__(self, path, fmt: str, entries: dict, metadata: dict, loader):
         self.path = str(path)
         self.format = fmt
         self.metadata = metadata
-        self.arch = arch
         self.prefix, self._names = _strip_prefix(list(entries), path)
         self._entries = entries  # original key -> (type_name, shape, handle)
         self._loader = loader
@@ -164,13 +164,10 @@ def _open_safetensors(path) -> Checkpoint:
 
     def load(entry):
         dtype, shape, offset, nbytes = entry[2]
-        count = 1
-        for s in shape:
-            count *= s
-        if count == 0:
+        if math.prod(shape) == 0:
             return torch.empty(shape, dtype=dtype)
         t = torch.frombuffer(mm, dtype=torch.uint8, count=nbytes, offset=offset)
-        if offset % t.new_empty((), dtype=dtype).element_size():
+        if offset % dtype.itemsize:
             t = t.clone()  # unaligned: a private aligned copy of this one tensor
         return t.view(dtype).reshape(shape)
 
@@ -193,7 +190,6 @@ def _open_gguf(path) -> Checkpoint:
         f = reader.get_field(name)
         return None if f is None else f.contents()
 
-    arch = field("general.architecture")
     metadata = {k: v.contents() for k, v in reader.fields.items()
                 if not k.startswith("GGUF.") and not k.startswith("tokenizer.")}
     entries = {}
@@ -220,7 +216,7 @@ def _open_gguf(path) -> Checkpoint:
                                   fix="use a file quantised to one of the supported types")
         return GGUFWeight(raw.reshape(shape[0] if len(shape) > 1 else 1, -1), qtype, shape)
 
-    return Checkpoint(path, "gguf", entries, metadata, load, arch=arch)
+    return Checkpoint(path, "gguf", entries, metadata, load)
 
 
 # ---------------------------------------------------------------- pickle
