@@ -105,3 +105,17 @@ def test_layout_has_no_overlapping_nodes(name):
     overlaps = [(a[0], b[0]) for i, a in enumerate(boxes) for b in boxes[i + 1:]
                 if a[1] < b[3] and b[1] < a[3] and a[2] < b[4] and b[2] < a[4]]
     assert overlaps == []
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_node_sits_inside_one_group(name):
+    """Groups frame the columns: each node (title bar included; the note aside) lies inside exactly one group. The
+    sizes saved are the editor's own (it grows a node to fit its widgets), so a group drawn around them holds."""
+    workflow = wc.load(FOLDER / f"{name}.json")
+    groups = [(g["title"], *g["bounding"]) for g in workflow["groups"]]
+    for node in workflow["nodes"]:
+        if node["type"] == "MarkdownNote":
+            continue
+        (x, y), (w, h) = node["pos"], node["size"]
+        inside = [t for t, gx, gy, gw, gh in groups if gx <= x and x + w <= gx + gw and gy <= y - 30 and y + h <= gy + gh]
+        assert len(inside) == 1, (node["id"], node["type"], inside)
