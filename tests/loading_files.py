@@ -48,6 +48,14 @@ def write_st(sd: dict, path, dtype=None, prefix="", metadata=None):
     return path
 
 
+def write_float_pair(sd: dict, folder, base_name="base.safetensors", prefix="") -> tuple:
+    """The reference split into a float base file (``prefix`` on its keys) and ``infinitetalk.safetensors``."""
+    base, audio = split(sd)
+    write_st(base, folder / base_name, prefix=prefix)
+    write_st(audio, folder / "infinitetalk.safetensors")
+    return folder / base_name, folder / "infinitetalk.safetensors"
+
+
 def kijai_fp8(sd: dict, fp8) -> dict:
     """Plain fp8: Linear weights cast, keep-list float32, no scales, no marker."""
     return {k: v if any(s in k for s in KIJAI_KEEP) else v.to(fp8) for k, v in sd.items()}

@@ -51,11 +51,8 @@ def reference_model(sd, dtype=torch.float32):
 
 @pytest.fixture(scope="module")
 def float_files(tmp_path_factory, ref):
-    d = tmp_path_factory.mktemp("dit")
-    base, audio = lf.split(ref)
-    lf.write_st(base, d / "wan2.1_i2v_480p_14B_fp32.safetensors", prefix="model.diffusion_model.")
-    lf.write_st(audio, d / "infinitetalk.safetensors")
-    return d / "wan2.1_i2v_480p_14B_fp32.safetensors", d / "infinitetalk.safetensors"
+    return lf.write_float_pair(ref, tmp_path_factory.mktemp("dit"), "wan2.1_i2v_480p_14B_fp32.safetensors",
+                               prefix="model.diffusion_model.")
 
 
 def test_fp32_files_match_official(float_files):

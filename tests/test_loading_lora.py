@@ -18,9 +18,7 @@ def ref():
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, ref):
     d = tmp_path_factory.mktemp("lora")
-    base, audio = lf.split(ref)
-    lf.write_st(base, d / "base.safetensors")
-    lf.write_st(audio, d / "infinitetalk.safetensors")
+    lf.write_float_pair(ref, d)
     return d
 
 
