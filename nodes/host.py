@@ -154,3 +154,53 @@ def load_model(patcher) -> None:
     """Make sure a host-managed model (e.g. a CLIP vision patcher) is on its compute device."""
     if IN_COMFY:
         _mm.load_model_gpu(patcher)
+
+
+# -- VIDEO in and out (core's comfy_api VIDEO type; a path-backed stand-in outside ComfyUI) ---------------------
+
+class _FileVideo:
+    """Outside ComfyUI: the part of core's VideoFromFile our nodes use."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def get_stream_source(self):
+        return self.path
+
+
+def video_from_file(path: str):
+    """A core VIDEO (``VideoFromFile``) for the video file at ``path``."""
+    try:
+        from comfy_api.input_impl import VideoFromFile
+    except ImportError:  # tests, CLI
+        return _FileVideo(path)
+    return VideoFromFile(path)
+
+
+def video_source(video, name: str):
+    """Unwrap a core VIDEO for reading window by window: ('file', path or binary file object), or for a VIDEO
+    made from frames in memory (core ``CreateVideo``): ('frames', (IMAGE [N,H,W,3], fps))."""
+    try:
+        return "file", video.get_stream_source()
+    except (AttributeError, ValueError, OSError, NotImplementedError):
+        pass  # VideoFromComponents cannot stream (it would encode itself to memory first)
+    try:
+        components = video.get_components()
+    except AttributeError:
+        raise ValueError(f"{name}: expected a VIDEO (e.g. from the core Load Video node).") from None
+    return "frames", (components.images, float(components.frame_rate))
+
+
+def render_folders() -> tuple[str, str]:
+    """(where finished videos go, where render checkpoints go). In ComfyUI: its temp folder (served to the
+    browser, cleared when ComfyUI starts; SaveVideo copies what the user keeps) and
+    output/infinitetalk_checkpoints (checkpoints must survive a crash and restart)."""
+    if IN_COMFY:
+        videos, checkpoints = _fp.get_temp_directory(), os.path.join(_fp.get_output_directory(), "infinitetalk_checkpoints")
+    else:
+        import tempfile
+        base = os.environ.get("INFINITETALK_RENDER_DIR") or os.path.join(tempfile.gettempdir(), "infinitetalk")
+        videos, checkpoints = base, os.path.join(base, "checkpoints")
+    for folder in (videos, checkpoints):
+        os.makedirs(folder, exist_ok=True)
+    return videos, checkpoints

@@ -60,8 +60,11 @@ def test_registered_with_tooltips_everywhere():
 
 def test_node_outputs_frames_audio_fps_for_create_video():
     out = InfiniteTalkSampler().sample(**_inputs())
-    frames, audio, fps = out["result"]
+    frames, audio, fps, video_out = out["result"]
     assert frames.shape == (30, 16, 32, 3) and fps == 25.0
+    import av
+    with av.open(video_out.get_stream_source()) as c:  # the streamed mp4: same frames, same audio span
+        assert c.streams.video[0].frames == 30 and (c.streams.video[0].width, c.streams.video[0].height) == (32, 16)
     assert audio["waveform"].shape == (1, 1, round(30 / 25 * 16000)) and audio["sample_rate"] == 16000
     text = out["ui"]["text"][0]
     assert "32x16" in text and "window" in text
