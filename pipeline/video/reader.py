@@ -3,8 +3,9 @@
 ``VideoSource`` has the interface of ``sampler.source.Source`` (``index``, ``frames_at``, ``num_frames``,
 ``is_image``, ``th``/``tw``, ``source_fps``/``fps``, ``end``), so the loop cannot tell them apart. Which
 source frame an output frame shows is ``window_plan.source_frame_index`` (the one owner of that rule);
-this module only fetches source frame ``i``: the frame on screen at ``t0 + i/source_fps`` (``t0`` = the
-first frame's timestamp, ``source_fps`` = the stream's average rate). For a constant-frame-rate video
+this module only fetches source frame ``i``: the last frame starting by ``t0 + (i + 1/2)/source_fps`` (``t0`` =
+the first frame's timestamp, ``source_fps`` = the stream's average rate; the half frame absorbs container
+timestamp rounding). For a constant-frame-rate video
 that is the i-th decoded frame, exactly what core's ``GetVideoComponents`` gives as IMAGE ``[i]``
 (same ``rgb24 / 255`` float conversion, so both paths produce identical renders); for a variable frame
 rate it is the frame shown at that time.
@@ -27,8 +28,9 @@ from ..window_plan import SOURCE_END, source_frame_index
 
 # uint8 frames kept decoded: >= the largest motion-frame overlap (33) + 1.
 CACHE_FRAMES = 34
-# A frame whose timestamp is within this fraction of a frame of the target time counts as on screen.
-_TIME_EPS = 1e-3
+# A frame whose timestamp is up to this fraction of a frame after the target time counts as on screen:
+# containers round timestamps (Matroska to 1 ms), so frame i of a constant-rate video is near, not at, i/fps.
+_TIME_TOLERANCE = 0.5
 
 
 def _av():
@@ -117,7 +119,7 @@ class VideoFile:
             self._cache.move_to_end(index)
             return self._cache[index]
         target = self._time(index)
-        tol = _TIME_EPS / float(self.fps)
+        tol = _TIME_TOLERANCE / float(self.fps)
         if self._pending is None or self._pending[0] > target + tol or target - self._pending[0] > 4.0:
             # behind the decoder (or far ahead): seek instead of decoding every frame in between
             self._pending = self._restart(max(0.0, target - self._t0))
