@@ -22,14 +22,14 @@ FORMAT = 1
 _SAMPLES = 4096
 
 
-def _tensor_bytes(t: torch.Tensor, sample: bool) -> bytes:
+def _tensor_bytes(t: torch.Tensor, sample: bool):
     t = t.detach()
     flat = t.reshape(-1)
     if sample and flat.numel() > _SAMPLES:
         flat = flat[:: flat.numel() // _SAMPLES]
     flat = flat.contiguous().cpu()
     try:
-        return flat.view(torch.uint8).numpy().tobytes()
+        return flat.view(torch.uint8).numpy()  # hashed in place: a 1 GB embedding is not copied
     except (RuntimeError, TypeError):  # a tensor subclass (e.g. GGUF) that cannot be viewed as bytes
         return repr(flat.float().tolist()[:_SAMPLES]).encode()
 

@@ -74,15 +74,15 @@ class VideoFile:
         first = self._restart(0.0)
         self._t0 = first[0]
         self._pending = first
-        self.height, self.width = first[1].shape[:2]
+        self.height, self.width = _upright(first[1]).shape[:2]
         self.num_frames = self._count_frames()
 
     # -- decoding -------------------------------------------------------------------------------------------------
     def _frames(self):
+        """(time, decoded frame) in order; frames are converted to RGB only when asked for."""
         for frame in self._container.decode(self._stream):
-            if frame.time is None:
-                continue
-            yield float(frame.time), _upright(frame)
+            if frame.time is not None:
+                yield float(frame.time), frame
 
     def _restart(self, time_s: float):
         """Seek to the keyframe at or before ``time_s`` and return the first decoded (time, image)."""
@@ -131,7 +131,7 @@ class VideoFile:
             current = item
         else:
             self._pending = None  # end of stream: the last frame stays on screen
-        image = current[1]
+        image = _upright(current[1])
         self._cache[index] = image
         while len(self._cache) > CACHE_FRAMES:
             self._cache.popitem(last=False)
