@@ -117,17 +117,23 @@ class WindowPlan:
         length = self.padded_lengths[speaker] if window.index >= self.end_window else self.audio_lengths[speaker]
         return window_audio_indices(window.start, self.window, length)
 
-    def window_audio(self, window_index: int, padded_embeddings: list[torch.Tensor]) -> torch.Tensor:
+    def window_audio(self, window_index: int, embeddings: list[torch.Tensor]) -> torch.Tensor:
         """Gather the model's audio input for a window.
 
-        padded_embeddings: per speaker [padded_length, ...] (from ``pad_embedding``).
-        Returns [n_speakers, F, 5, ...] in their dtype/device."""
-        for speaker, (emb, length) in enumerate(zip(padded_embeddings, self.padded_lengths)):
-            if emb.shape[0] != length:
+        embeddings: per speaker [padded_length, ...] (from ``pad_embedding``) or the embedding as given
+        [audio_length, ...]: its mirrored rows are then looked up in place (no padded copy of a long
+        video's embedding is ever made). Returns [n_speakers, F, 5, ...] in their dtype/device."""
+        rows = []
+        for speaker, emb in enumerate(embeddings):
+            length, padded = self.audio_lengths[speaker], self.padded_lengths[speaker]
+            index = self.audio_indices(window_index, speaker)
+            if emb.shape[0] == length != padded:
+                index = padded_source_index(length, padded)[index]
+            elif emb.shape[0] != padded:
                 raise WindowPlanError(f"speaker {speaker + 1}: embedding has {emb.shape[0]} rows, the plan expects "
-                                      f"{length}; pad it with pad_embedding(emb, plan.padded_lengths[{speaker}]).")
-        return torch.stack([emb[self.audio_indices(window_index, s).to(emb.device)]
-                            for s, emb in enumerate(padded_embeddings)])
+                                      f"{length} (as given) or {padded} (padded with pad_embedding).")
+            rows.append(emb[index.to(emb.device)])
+        return torch.stack(rows)
 
     def output_tags(self) -> torch.Tensor:
         """[num_frames, 2] int64 (window index, frame within that window) of every output frame."""

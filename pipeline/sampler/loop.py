@@ -24,7 +24,7 @@ from ..audio.embeds import AudioEmbeds
 from ..color import match_and_blend_colors
 from ..speaker_masks import latent_masks
 from ..video.audio_track import trim_to_frames
-from ..window_plan import WindowPlan, pad_embedding, plan_windows
+from ..window_plan import WindowPlan, plan_windows
 from .branches import WindowInputs, predict
 from .guidance import Guidance
 from .schedule import Schedule, add_noise, make_schedule
@@ -144,7 +144,7 @@ def sample(model, codec, clip_encoder, job: Job, device: torch.device | str = "c
     plan = make_plan(job)
     schedule = make_schedule(s.steps, s.shift, s.denoise)
     total = len(plan.windows) * schedule.steps_run
-    padded = [pad_embedding(e.float(), n) for e, n in zip(audio.speakers, plan.padded_lengths)]
+    padded = [e.float() for e in audio.speakers]  # window_audio mirrors the end in place (no padded copy)
     th, tw = src.th, src.tw
     masks = None
     if len(padded) == 2:
