@@ -87,6 +87,7 @@ def main() -> None:
     (base / "custom_nodes" / "it_sampler_stubs").symlink_to(ROOT / "tests/integration/sampler_stub_nodes")
     import os
     os.environ["IT_STUB_GOLDEN_DIR"] = str(golden.golden_dir())
+    os.environ["OMP_NUM_THREADS"] = "1"  # tiny models: one torch thread is ~10x faster on a busy 2-core machine
     srv = ComfyServer(comfyui, base, comfyui_python(comfyui))
     srv.start()
     try:

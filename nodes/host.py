@@ -204,3 +204,27 @@ def render_folders() -> tuple[str, str]:
     for folder in (videos, checkpoints):
         os.makedirs(folder, exist_ok=True)
     return videos, checkpoints
+
+
+def available_ram() -> int | None:
+    """Bytes of host RAM available for new allocations (Linux/macOS), None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def free_device_memory(device) -> int | None:
+    """Free bytes on a CUDA ``device`` (what the allocator could still get), None for other devices."""
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))

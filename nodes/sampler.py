@@ -6,6 +6,7 @@ import torch
 
 from ..pipeline.resolution import BUCKETS, target_size
 from ..pipeline.sampler.loop import Callbacks, Job, Settings, make_plan, validate
+from ..pipeline.sampler.budget import estimate
 from ..pipeline.sampler.guidance import branch_names
 from ..pipeline.sampler.schedule import make_schedule
 from ..pipeline.sampler.solvers import SOLVERS
@@ -185,23 +186,32 @@ class InfiniteTalkSampler:
             f"{len(plan.windows)} windows x {schedule.steps_run} of {steps} steps (denoise {denoise:g}, starting at "
             f"t={float(schedule.t[schedule.start]):.1f}), {solver}, {len(branch_names(cfg))} model calls per step",
             plan.summary()])
+        keep = wants_frames(prompt, unique_id)
+        device = getattr(model, "device", None) or host.torch_device()
+        budget = estimate(windows=len(plan.windows), steps_run=schedule.steps_run, branches=len(branch_names(cfg)),
+                          frames=plan.num_frames, window=window, th=th, tw=tw, model=dit,
+                          batch_branches=batch_branches, keep_frames=keep,
+                          source_hw=None if video is None else (src_h, src_w))
+        host_free, device_free = host.available_ram(), host.free_device_memory(device)
+        info += "\n" + "\n".join(budget.lines(host_free, device_free))
         host.show_text(unique_id, info)
+        budget.check(host_free, device_free, batch_branches)
 
         bar = host.Progress(len(plan.windows) * schedule.steps_run, node_id=unique_id)
         callbacks = Callbacks(interrupt=host.throw_if_interrupted,
                               progress=lambda done, total: bar.update(done - bar.value),
                               preview=lambda k, frames: bar.update(0, preview=_preview(frames)),
                               release=host.soft_empty_cache)
-        keep = wants_frames(prompt, unique_id)
-        with torch.inference_mode():
-            rendered, video_out = stream_render(
-                dit, ComfyVAE(vae), ComfyClipVision(clip_vision), job, crf=crf, resume=resume, keep_frames=keep,
-                key_parts={"model": dit, "vae": getattr(vae, "first_stage_model", repr(vae)),
-                           "clip_vision": getattr(clip_vision, "model", repr(clip_vision))},
-                continue_video=continue_video, device=getattr(model, "device", None) or host.torch_device(),
-                callbacks=callbacks, node_id=unique_id, info=info)
-        if video is not None:
-            video.close()
+        try:
+            with torch.inference_mode():
+                rendered, video_out = stream_render(
+                    dit, ComfyVAE(vae), ComfyClipVision(clip_vision), job, crf=crf, resume=resume, keep_frames=keep,
+                    key_parts={"model": dit, "vae": getattr(vae, "first_stage_model", repr(vae)),
+                               "clip_vision": getattr(clip_vision, "model", repr(clip_vision))},
+                    continue_video=continue_video, device=device, callbacks=callbacks, node_id=unique_id, info=info)
+        finally:
+            if video is not None:
+                video.close()
         if rendered.resumed_at:
             info += f"\nresumed at window {rendered.resumed_at + 1} (earlier windows from the checkpoint)"
         out_frames = rendered.frames if keep else torch.zeros(1, th, tw, 3)

@@ -2,7 +2,6 @@
 minutes of audio; Cancel mid-render, queue the same prompt again -> it resumes and the mp4's frames equal an
 uninterrupted render's. Tiny models as in test_sampler_workflow.py (real loader on the golden tiny DiT, core VAE code
 at dim 8, stub CLIP vision / text / audio embeddings)."""
-import shutil
 import time
 import uuid
 
@@ -10,11 +9,32 @@ import numpy as np
 import pytest
 
 import golden
-from comfyui_harness import PACK_FOLDER
-from test_sampler_workflow import monkeypatch_module, server  # noqa: F401 (fixtures: the stub server)
+from comfyui_harness import PACK_FOLDER, ComfyServer, ComfyUINotFound, comfyui_python, find_comfyui
+from test_sampler_workflow import HERE, monkeypatch_module  # noqa: F401 (fixture)
 
 av = pytest.importorskip("av")
 RATE = 16000
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, monkeypatch_module):
+    """The stub server of test_sampler_workflow.py, with one torch thread: the tiny models' small ops run ~10x
+    faster than with threads fighting over 2 busy CI cores."""
+    try:
+        comfyui = find_comfyui()
+    except ComfyUINotFound as e:
+        pytest.skip(str(e))
+    base = tmp_path_factory.mktemp("comfyui_long")
+    monkeypatch_module.setenv("IT_STUB_GOLDEN_DIR", str(golden.golden_dir()))
+    monkeypatch_module.setenv("OMP_NUM_THREADS", "1")
+    (base / "custom_nodes").mkdir(parents=True)
+    (base / "custom_nodes" / "it_sampler_stubs").symlink_to(HERE / "sampler_stub_nodes", target_is_directory=True)
+    srv = ComfyServer(comfyui, base, comfyui_python(comfyui))
+    try:
+        srv.start()
+        yield srv
+    finally:
+        srv.stop()
 
 
 def write_clip(path, seconds=8.0, fps=30, size=(48, 64)):
