@@ -144,3 +144,14 @@ def test_streamed_video_source_frames_only_when_connected_and_the_budget(tmp_pat
         big.check(host_free=2 ** 33, device_free=None, batch_branches=False)
     with pytest.raises(ValueError, match="batch_branches off"):
         big.check(host_free=None, device_free=2 ** 30, batch_branches=True)
+
+
+def test_continue_video_renders_the_rest_of_the_audio():
+    node = InfiniteTalkSampler()
+    first = node.sample(**_inputs(audio_embeds=audio_embeds([29])))["result"][3]  # windows end at 17, 29, 41...
+    out = node.sample(**_inputs(audio_embeds=audio_embeds([50]), continue_video=first))
+    frames, audio, _, video_out = out["result"]
+    assert frames.shape[0] == 50 - 29 and audio["waveform"].shape[-1] == round(21 / 25 * 16000)
+    with pytest.raises(ValueError, match="end of a window"):
+        node.sample(**_inputs(audio_embeds=audio_embeds([50]), continue_video=node.sample(
+            **_inputs(audio_embeds=audio_embeds([30])))["result"][3]))
