@@ -206,7 +206,8 @@ class InfiniteTalkSampler:
             with torch.inference_mode():
                 rendered, video_out = stream_render(
                     dit, ComfyVAE(vae), ComfyClipVision(clip_vision), job, crf=crf, resume=resume, keep_frames=keep,
-                    key_parts={"model": dit, "vae": getattr(vae, "first_stage_model", repr(vae)),
+                    key_parts={"model": dit, "model_report": getattr(model, "report", None),
+                               "vae": getattr(vae, "first_stage_model", repr(vae)),
                                "clip_vision": getattr(clip_vision, "model", repr(clip_vision))},
                     continue_video=continue_video, device=device, callbacks=callbacks, node_id=unique_id, info=info)
         finally:
