@@ -178,12 +178,21 @@ def video_from_file(path: str):
 
 
 def video_source(video, name: str):
-    """Unwrap a core VIDEO for reading window by window: ('file', path or binary file object), or for a VIDEO
-    made from frames in memory (core ``CreateVideo``): ('frames', (IMAGE [N,H,W,3], fps))."""
+    """Unwrap a core VIDEO for reading window by window: ('file', (path or binary file object, trim start s,
+    trim duration s)), or for a VIDEO made from frames in memory (core ``CreateVideo``): ('frames', (IMAGE
+    [N,H,W,3], fps)). A crop set on a newer core Load Video is not applied (the sampler's resolution crops)."""
     try:
-        return "file", video.get_stream_source()
-    except (AttributeError, ValueError, OSError, NotImplementedError):
-        pass  # VideoFromComponents cannot stream (it would encode itself to memory first)
+        from comfy_api.input_impl import VideoFromComponents
+    except ImportError:  # tests, CLI
+        VideoFromComponents = ()
+    if not isinstance(video, VideoFromComponents):  # it would encode itself to memory to give a stream source
+        try:
+            source = video.get_stream_source()
+        except (AttributeError, ValueError, OSError, NotImplementedError):
+            source = None
+        if source is not None:
+            trim = getattr(video, "get_active_trim_window", None)  # newer core: Load Video start/duration
+            return "file", (source, *(trim() if trim else (0.0, 0.0)))
     try:
         components = video.get_components()
     except AttributeError:

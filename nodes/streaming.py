@@ -27,7 +27,7 @@ def open_source(source, source_video, source_fps: float):
     kind, value = host.video_source(source_video, "source_video")
     if kind == "frames":
         return value[0][..., :3], None, value[1]
-    video = VideoFile(value)
+    video = VideoFile(*value)
     return None, video, float(video.fps)
 
 
@@ -62,7 +62,7 @@ def continue_from(continue_video, job: Job):
     if kind == "frames":
         frames = value[0][..., :3]
         return continue_state(plan, frames.shape[0], frames[-plan.motion:], job.source.th, job.source.tw)
-    video = VideoFile(value)
+    video = VideoFile(*value)
     try:
         n = video.num_frames
         last = torch.stack([torch.from_numpy(video.frame(i)) / 255.0 for i in range(max(0, n - plan.motion), n)])

@@ -197,3 +197,14 @@ def test_continue_from_a_render_that_ended_on_a_window_equals_one_render(tmp_pat
     assert out.audio["waveform"].shape[-1] == round(39 / 25 * 16000)
     with pytest.raises(ValueError, match="end of a window"):
         continue_state(plan, 40, once[:40], H, W)
+
+
+def test_trimmed_video_starts_at_its_start_time(tmp_path):
+    """A trim (start 0.5 s, 0.6 s long) as newer core Load Video sets it: frame 0 is the frame shown at 0.5 s."""
+    path = tmp_path / "clip.mp4"
+    _write_video(path)
+    reference = _decode_all(path)
+    video = VideoFile(str(path), start_s=0.5, duration_s=0.6)
+    assert video.num_frames == 18
+    assert torch.equal(torch.from_numpy(video.frame(0)) / 255.0, reference[15])
+    assert torch.equal(torch.from_numpy(video.frame(17)) / 255.0, reference[32])

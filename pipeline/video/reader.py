@@ -51,9 +51,11 @@ def _upright(frame) -> np.ndarray:
 class VideoFile:
     """Random access to the frames of one video file by index, decoding forward from the nearest keyframe.
 
-    path: a file path or a readable binary file object (a ``VideoFromFile`` over BytesIO)."""
+    path: a file path or a readable binary file object (a ``VideoFromFile`` over BytesIO); start_s/duration_s: a
+    trim (newer core ``Load Video`` offers one): frame 0 is the one on screen at ``start_s``, and the video ends
+    after ``duration_s`` seconds (0: at its end)."""
 
-    def __init__(self, path):
+    def __init__(self, path, start_s: float = 0.0, duration_s: float = 0.0):
         av = _av()
         self.path = path
         try:
@@ -72,10 +74,12 @@ class VideoFile:
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._decoder = None
         first = self._restart(0.0)
-        self._t0 = first[0]
+        self._t0 = first[0] + start_s
         self._pending = first
         self.height, self.width = _upright(first[1]).shape[:2]
-        self.num_frames = self._count_frames()
+        self.num_frames = max(1, self._count_frames() - round(start_s * self.fps))
+        if duration_s > 0:
+            self.num_frames = min(self.num_frames, max(1, round(duration_s * self.fps)))
 
     # -- decoding -------------------------------------------------------------------------------------------------
     def _frames(self):
