@@ -58,13 +58,24 @@ def rss_mb(pid: int) -> float:
 
 
 class Sampler(threading.Thread):
-    def __init__(self, pid):
+    """RSS every 0.2 s, and the RSS when each "window i/n done" line appears in the server log."""
+
+    def __init__(self, pid, log_path):
         super().__init__(daemon=True)
-        self.pid, self.samples, self.stop = pid, [], threading.Event()
+        self.pid, self.log_path, self.samples, self.at_window = pid, log_path, [], {}
+        self.stop = threading.Event()
+        self.offset = log_path.stat().st_size
 
     def run(self):
         while not self.stop.is_set():
-            self.samples.append((time.monotonic(), rss_mb(self.pid)))
+            rss = rss_mb(self.pid)
+            self.samples.append((time.monotonic(), rss))
+            with open(self.log_path, errors="replace") as f:
+                f.seek(self.offset)
+                text = f.read()
+                self.offset = f.tell()
+            for index in re.findall(r"window (\d+)/\d+ done in", text):
+                self.at_window[int(index)] = rss
             time.sleep(0.2)
 
 
@@ -102,7 +113,7 @@ def main() -> None:
             seconds = minutes * 60
             write_tone(srv.input_dir / f"tone{minutes:g}.wav", seconds)
             before = rss_mb(srv._process.pid)
-            sampler = Sampler(srv._process.pid)
+            sampler = Sampler(srv._process.pid, srv.log_path)
             sampler.start()
             t = time.monotonic()
             prompt = long_prompt("src480.mp4", f"tone{minutes:g}.wav", seconds, f"bench/m{minutes:g}")
@@ -118,17 +129,20 @@ def main() -> None:
             peak = max(r for _, r in sampler.samples)
             embeds = frames * EMBED_BYTES_PER_FRAME / 2 ** 20
             tenth = max(1, len(times) // 10)
-            rows.append((minutes, windows, wall, before, peak, embeds, statistics.median(times[:tenth]),
-                         statistics.median(times[-tenth:]), statistics.median(times)))
+            marks = sampler.at_window
+            first_w, last_w = (marks[min(marks)], marks[max(marks)]) if marks else (float("nan"),) * 2
+            window_peak = max(marks.values()) if marks else float("nan")
+            rows.append((minutes, windows, wall, before, peak, embeds, first_w, last_w, window_peak,
+                         statistics.median(times[:tenth]), statistics.median(times[-tenth:])))
             print(f"{minutes:g} min: {windows} windows in {wall:.0f} s; RSS before {before:.0f} MB, peak {peak:.0f} MB "
-                  f"(+{peak - before:.0f} MB; audio embeddings input {embeds:.0f} MB -> render's own "
-                  f"{peak - before - embeds:+.0f} MB); s/window median first 10% {rows[-1][6]:.3f}, last 10% "
-                  f"{rows[-1][7]:.3f}, all {rows[-1][8]:.3f}", flush=True)
-        print("\nminutes  windows  wall_s  rss_before_MB  rss_peak_MB  embeds_MB  render_own_MB  s/win_first10%  "
-              "s/win_last10%")
-        for m, w, wall, before, peak, emb, first, last, _ in rows:
-            print(f"{m:7g}  {w:7d}  {wall:6.0f}  {before:13.0f}  {peak:11.0f}  {emb:9.0f}  {peak - before - emb:13.0f}  "
-                  f"{first:14.3f}  {last:13.3f}")
+                  f"(+{peak - before:.0f}; audio embeddings input {embeds:.0f} MB); RSS at window 1 {first_w:.0f}, "
+                  f"at window {windows} {last_w:.0f}, max over windows {window_peak:.0f} MB; s/window median "
+                  f"first 10% {rows[-1][9]:.3f}, last 10% {rows[-1][10]:.3f}", flush=True)
+        print("\nminutes windows wall_s rss_before peak peak-before-embeds rss@win1 rss@last max@windows "
+              "s/win_first10% s/win_last10%   (MB)")
+        for m, w, wall, before, peak, emb, fw, lw, wp, first, last in rows:
+            print(f"{m:7g} {w:7d} {wall:6.0f} {before:10.0f} {peak:5.0f} {peak - before - emb:18.0f} {fw:8.0f} "
+                  f"{lw:8.0f} {wp:11.0f} {first:14.3f} {last:13.3f}")
     finally:
         srv.stop()
 
