@@ -14,9 +14,9 @@ SMALL = dict(dim=16, depth=6, stereo=True, num_stems=1, time_transformer_depth=1
 REAL = {**SMALL, "dim": 384, "dim_head": 64, "heads": 8}
 
 
-def small_config():
+def small_config(depth: int = 6):
     from infinitetalk_lipsync.pipeline.separation import RoformerConfig
-    return RoformerConfig(dim=16, heads=1, dim_head=8, ff_dim=64, mask_hidden=64)
+    return RoformerConfig(dim=16, depth=depth, heads=1, dim_head=8, ff_dim=64, mask_hidden=64)
 
 
 def random_state_dict(seed: int = 0, config=None) -> dict[str, torch.Tensor]:
@@ -31,10 +31,10 @@ def random_state_dict(seed: int = 0, config=None) -> dict[str, torch.Tensor]:
     return sd
 
 
-def reference_model(sd: dict[str, torch.Tensor], config: dict = SMALL):
-    """bs-roformer 0.3.10 (the oracle) with ``sd`` loaded strictly."""
+def reference_model(sd: dict[str, torch.Tensor], depth: int = 6):
+    """bs-roformer 0.3.10 (the oracle) at the SMALL sizes with ``sd`` loaded strictly."""
     from bs_roformer.mel_band_roformer import MelBandRoformer as Reference
-    model = Reference(**config).eval()
+    model = Reference(**{**SMALL, "depth": depth}).eval()
     model.load_state_dict(sd, strict=True)
     return model
 
