@@ -38,8 +38,8 @@ class InfiniteTalkVocalSeparation:
             "model_name": (model_choices(), {"tooltip": "Mel-Band RoFormer vocal model, e.g. Kijai's "
                                                         "MelBandRoformer_fp16.safetensors, from models/vocal_separation "
                                                         "or models/diffusion_models."}),
-            "device": (["main_device", "cpu"], {"tooltip": "Where the model runs. The GPU takes about a second per "
-                                                           "minute of audio; the CPU works, slowly."}),
+            "device": (["main_device", "cpu"], {"tooltip": "Where the model runs. The GPU takes about 2 s per minute of "
+                                                           "audio (H100); the CPU works, slowly."}),
         }}
 
     RETURN_TYPES = ("AUDIO", "AUDIO")
