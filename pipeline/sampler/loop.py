@@ -23,7 +23,6 @@ import torch
 from ..audio.embeds import AudioEmbeds
 from ..color import match_and_blend_colors
 from ..speaker_masks import latent_masks
-from ..video.audio_track import trim_to_frames
 from ..window_plan import WindowPlan, plan_windows
 from .branches import WindowInputs, predict
 from .guidance import Guidance
@@ -213,7 +212,8 @@ def _denoise(model, inputs: WindowInputs, z_mot: torch.Tensor, source_latent: to
 
 def run(model, codec, clip_encoder, job: Job, device: torch.device | str = "cpu",
         callbacks: Callbacks | None = None) -> tuple[torch.Tensor, dict, float]:
-    """The whole video: (frames [num_frames,H,W,3] float32 0..1, AUDIO dict trimmed to the same duration, fps)."""
+    """The whole video: (frames [num_frames,H,W,3] float32 0..1, AUDIO dict of the original sound trimmed to the
+    frames (AudioEmbeds.output_sound), fps)."""
     validate(job)  # before planning, as sample() does, so bad settings give the same error
     plan = make_plan(job)
     # Each window's frames go straight to their place: the video is never held twice (list + concatenation).
@@ -221,6 +221,5 @@ def run(model, codec, clip_encoder, job: Job, device: torch.device | str = "cpu"
     for result in sample(model, codec, clip_encoder, job, device, callbacks):
         window = plan.windows[result.index]
         frames[window.output_start:window.output_start + window.kept] = result.frames
-    fps = float(job.audio.fps)
-    waveform, rate = trim_to_frames(job.audio, fps, frames.shape[0])
-    return frames, {"waveform": waveform[None], "sample_rate": rate}, fps
+    waveform, rate = job.audio.output_sound(frames.shape[0])
+    return frames, {"waveform": waveform[None].float(), "sample_rate": rate}, float(job.audio.fps)
