@@ -113,8 +113,8 @@ class ColourTarget:
         return mean, second - (mean[:, None] * mean[None, :] if second.dim() == 2 else mean * mean)
 
     def transfer(self, frames: torch.Tensor, strength: float) -> torch.Tensor:
-        """frames [T,H,W,3] 0..1 -> matched to the target frame by frame, blended ``(1-s)*src + s*matched``
-        (as the official code blends) and clipped to 0..1. strength 0 returns ``frames`` unchanged."""
+        """frames [T,H,W,3] 0..1 -> matched to the target frame by frame, clipped to 0..1 and blended
+        ``(1-s)*src + s*matched`` with the clipped source (as the official code does). strength 0 returns ``frames`` unchanged."""
         if strength == 0.0:
             return frames
         if not 0.0 <= strength <= 1.0:
@@ -128,8 +128,8 @@ class ColourTarget:
         else:
             mean, cov = self._moments()
             matched = torch.stack([_mkl_frame(f, mean, cov) for f in src])
-        out = (1.0 - strength) * src + strength * matched
-        return out.clamp(0.0, 1.0).to(frames.dtype)
+        out = (1.0 - strength) * src + strength * matched.clamp(0.0, 1.0)
+        return out.to(frames.dtype)
 
 
 def colour_target(frames: torch.Tensor, method: str) -> ColourTarget:
