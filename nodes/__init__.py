@@ -5,6 +5,7 @@ from . import audio
 from . import frame_count
 from . import loader
 from . import mask
+from . import prompt_schedule
 from . import sampler
 
 # One module per line, so that branches adding nodes merge cleanly.
@@ -13,6 +14,7 @@ _MODULES = (
     frame_count,
     loader,
     mask,
+    prompt_schedule,
     sampler,
 )
 
