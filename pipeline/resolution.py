@@ -55,8 +55,8 @@ def _crop_box(h: int, w: int, th: int, tw: int) -> tuple[int, int, int, int]:
 
 
 def resize_and_crop(frames: torch.Tensor, th: int, tw: int) -> torch.Tensor:
-    """Cover-resize + centre crop of images, with the official resampler. frames: [T,H,W,3] float 0..1 ->
-    [T,th,tw,3] float32 0..1.
+    """Cover-resize + centre crop of images, with the official resampler. frames: [T,H,W,3] float 0..1 (or uint8
+    0..255) -> [T,th,tw,3] float32 0..1.
 
     The official code resizes a uint8 PIL image with ``Image.resize((w, h), resample=BILINEAR)`` (PIL's
     antialiased bilinear, rounded to uint8), so each frame needing a resize goes to uint8 (``round(x*255)``,
@@ -66,12 +66,16 @@ def resize_and_crop(frames: torch.Tensor, th: int, tw: int) -> torch.Tensor:
     nh, nw, top, left = _crop_box(h, w, th, tw)
     if (nh, nw) != (h, w):
         frames = torch.stack([_pil_bilinear(f, nh, nw) for f in frames])
-    return frames[:, top:top + th, left:left + tw].to(torch.float32).contiguous()
+    frames = frames[:, top:top + th, left:left + tw]
+    return (frames.float() / 255 if frames.dtype == torch.uint8 else frames.to(torch.float32)).contiguous()
 
 
 def _pil_bilinear(frame: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """[H,W,3] float 0..1 -> [h,w,3] float32 on the 1/255 grid: PIL bilinear on the uint8 image."""
-    pixels = (frame.detach().to("cpu", torch.float32) * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+    """[H,W,3] float 0..1 (or uint8) -> [h,w,3] float32 on the 1/255 grid: PIL bilinear on the uint8 image."""
+    if frame.dtype == torch.uint8:  # decoded video as is
+        pixels = frame.detach().cpu().numpy()
+    else:
+        pixels = frame.detach().to("cpu", torch.float32).mul(255).round_().clamp_(0, 255).to(torch.uint8).numpy()
     resized = Image.fromarray(pixels).resize((w, h), resample=Image.Resampling.BILINEAR)
     return torch.from_numpy(np.asarray(resized).copy()).to(frame.device, torch.float32) / 255
 

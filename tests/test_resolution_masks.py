@@ -52,6 +52,7 @@ def test_cover_resize_is_the_official_pil_bilinear_exactly(h, w, th, tw):
     ref = np.asarray(pil.fromarray(img).resize((nw, nh), resample=pil.BILINEAR))[top:top + th, left:left + tw]
     ours = resize_and_crop(torch.from_numpy(img)[None].float() / 255, th, tw)[0]
     assert torch.equal(ours, torch.from_numpy(ref.astype(np.float32)) / 255)
+    assert torch.equal(resize_and_crop(torch.from_numpy(img)[None], th, tw)[0], ours)  # decoded uint8 frames as is
 
 
 def test_torch_antialiased_bilinear_is_not_the_official_resampler():
