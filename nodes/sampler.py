@@ -86,11 +86,15 @@ def _preview(frames: torch.Tensor):
 
 
 def _schedule_line(prompts: list[ScheduledPrompt], plan) -> str:
+    """Where each scheduled prompt takes over (or that no window takes it: a later one starts at the same window)."""
     first = {}
     for w, k in zip(plan.windows, window_prompts(prompts, plan)):
         first.setdefault(k, w)
-    parts = [f"prompt {k + 1} from window {w.index} ({w.start / plan.fps:.2f} s)" if k in first else
-             f"prompt {k + 1} unused (after the last window)" for k, w in ((k, first.get(k)) for k in range(len(prompts)))]
+    parts = []
+    for k in range(len(prompts)):
+        w = first.get(k)
+        parts.append(f"prompt {k + 1} from window {w.index} ({w.start / plan.fps:.2f} s)" if w is not None
+                     else f"prompt {k + 1} unused (no window takes it)")
     return "prompt schedule: " + "; ".join(parts)
 
 
