@@ -277,3 +277,86 @@ def test_timestamp_lookup_equals_the_official_frame_number_at_25_fps_and_fixes_o
     assert [at25.index(f) for f in range(100)] == list(range(100))  # official: frame f of the source
     at30 = Source(video(100), 30.0, 25.0, H, W)
     assert at30.index(72) == 86 != 72  # 2.88 s into a 30 fps video; the official code would show 2.4 s
+
+
+# -- official_exact end to end: two speakers, colour correction and resizing over two windows ------------------
+
+def _official_loop(model, codec, clip, frames_u8, emb, ctx, ctx_null, layout, noises, s, h, w):
+    """The official streaming loop (spec §5, Appendix B) written out for 2 windows and 2 speakers: PIL bilinear
+    cover-resize + torchvision centre crop of the uint8 source frame at each window's start; one zero speaker in
+    the no-audio branches; colour matched to the FIRST reference frame; the next window's motion latents from the
+    last m colour-corrected frames; end-of-audio flip padding before the last window."""
+    from PIL import Image
+    from infinitetalk_lipsync.pipeline.sampler.schedule import timesteps
+    from infinitetalk_lipsync.pipeline.speaker_masks import latent_masks
+
+    def cond_image(index):
+        img = Image.fromarray(frames_u8[min(index, len(frames_u8) - 1)].numpy())
+        scale = max(h / img.height, w / img.width)
+        nh, nw = math.ceil(scale * img.height), math.ceil(scale * img.width)
+        top, left = int(round((nh - h) / 2.0)), int(round((nw - w) / 2.0))
+        out = np.asarray(img.resize((nw, nh), resample=Image.BILINEAR))[top:top + h, left:left + w]
+        return torch.from_numpy(out.astype(np.float32)) / 255
+
+    F_, m = s.window, s.motion
+    L = emb[0].shape[0]
+    t = timesteps(s.steps, s.shift)
+    src_h, src_w = frames_u8.shape[1:3]
+    masks = latent_masks(layout, h, w, h // 8, w // 8)
+    ref0 = cond_image(0)
+    out, motion, start, embs = [], None, 0, list(emb)
+    for k in range(2):
+        if start + F_ >= L:  # the last window: mirror-pad every speaker (miss = end - L + 3)
+            miss = start + F_ - L + 3
+            embs = [torch.cat([e, e[-miss:].flip(0)]) for e in emb]
+        rows = (start + torch.arange(F_)[:, None] + torch.arange(-2, 3)).clamp(0, embs[0].shape[0] - 1)
+        audio = torch.stack([e[rows] for e in embs])[None]
+        zero = torch.zeros_like(audio)[:, -1:]
+        ref = cond_image(start)
+        lat = codec.encode(torch.cat([ref[None], torch.full((F_ - 1, h, w, 3), 0.5)]))
+        mask = torch.zeros(4, *lat.shape[1:])
+        mask[:, 0] = 1
+        y, clip_fea = torch.cat([mask, lat])[None], clip.clip(ref)
+        z_mot = codec.encode(ref[None] if motion is None else motion)
+        n = z_mot.shape[1]
+        z = noises[k].clone()
+        for i in range(s.steps):
+            z[:, :n] = z_mot
+            ti = t[i:i + 1]
+            c = model(z[None], ti, ctx, clip_fea, y, audio, speaker_masks=masks)[0]
+            d = model(z[None], ti, ctx_null, clip_fea, y, audio, speaker_masks=masks)[0]
+            u = model(z[None], ti, ctx_null, clip_fea, y, zero, speaker_masks=masks)[0]
+            v = u + s.cfg * (c - d) + s.audio_cfg * (d - u)
+            z = z + (-v) * ((t[i] - t[i + 1]) / 1000)
+            z[:, :n] = z_mot
+        video = codec.decode(z)
+        video = _official_colour(video, ref0, s.colour_strength)
+        out.append(video if k == 0 else video[m:])
+        motion, start = video[-m:], start + F_ - m
+    return torch.cat(out)[:L]
+
+
+def test_official_exact_reproduces_the_official_loop_for_two_speakers_colour_and_resizing():
+    from infinitetalk_lipsync.pipeline.speaker_masks import default_layout
+    from infinitetalk_lipsync.pipeline.sampler.loop import Callbacks, run
+    model = shared_tiny_model()
+    cfg = model.config
+    h, w = (8 * n for n in golden.case("a_dit_tiny")["cases"][0]["lat_hw"])
+    frames_u8 = (video(20, 37, 70) * 255).round().to(torch.uint8)  # needs a cover-resize to h x w
+    gen = torch.Generator().manual_seed(4)
+    s = Settings(steps=2, shift=5.0, cfg=5.0, audio_cfg=4.0, window=9, motion=5, colour_strength=1.0, seed=0,
+                 official_exact=True, null_audio=NULL_AUDIO[1], colour_reference=COLOUR_REFERENCES[1],
+                 colour_method=COLOUR_METHODS[1])  # official_exact overrides the three
+    audio = audio_embeds([13, 13], layers=12, dim=768)
+    layout = default_layout(37, 70)
+    job = Job(context=torch.randn(7, cfg.text_dim, generator=gen), context_null=torch.randn(7, cfg.text_dim, generator=gen),
+              audio=audio, source=Source(frames_u8.float() / 255, 25.0, 25.0, h, w), settings=s,
+              speaker_layout=layout)
+    assert len(make_plan(job).windows) == 2
+    noises = [torch.randn(16, 3, h // 8, w // 8, generator=gen) for _ in range(2)]
+    codec, clip = TinyCodec(), TinyClip()
+    with torch.no_grad():
+        ref = _official_loop(model, codec, clip, frames_u8, audio.speakers, job.context[None], job.context_null[None],
+                             layout, noises, s, h, w)
+        ours, _, _ = run(model, codec, clip, job, callbacks=Callbacks(noise=lambda k, shape: noises[k]))
+    golden.assert_close(ours, ref, rel=1e-5, what="official_exact loop")
