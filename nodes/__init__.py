@@ -7,6 +7,7 @@ from . import loader
 from . import mask
 from . import prompt_schedule
 from . import sampler
+from . import vocals
 
 # One module per line, so that branches adding nodes merge cleanly.
 _MODULES = (
@@ -16,6 +17,7 @@ _MODULES = (
     mask,
     prompt_schedule,
     sampler,
+    vocals,
 )
 
 NODE_CLASS_MAPPINGS = {}
