@@ -80,9 +80,13 @@ def move_resident(module: nn.Module, device: torch.device) -> None:
     """Move the resident weights to ``device`` in place (the swapped blocks stay where block swap keeps them) and drop
     caches that hold device tensors."""
     for m in resident_modules(module):
-        for p in m._parameters.values():
+        for name, p in m._parameters.items():
             if p is not None and p.device != device:
-                p.data = p.data.to(device)
+                moved = p.data.to(device)
+                if torch._has_compatible_shallow_copy_type(p, moved):  # as nn.Module.to: keep the Parameter object
+                    p.data = moved
+                else:
+                    m._parameters[name] = nn.Parameter(moved, requires_grad=p.requires_grad)
         for name, b in m._buffers.items():
             if b is not None and b.device != device:
                 m._buffers[name] = b.to(device)
