@@ -91,7 +91,7 @@ class InfiniteTalkModelLoader:
         block_swap.install(dit, blocks_to_swap, device)
         report = dataclasses.replace(report, blocks_to_swap=blocks_to_swap)
         patcher = PackPatcher(dit, load_device=device, offload_device=offload)
-        load_before_forward(dit, patcher, lambda args: forward_memory(dit, args[0]))
+        load_before_forward(dit, patcher, lambda module, args: forward_memory(module, args[0]))
         text = report.text()
         if torch_compile:
             text += "\ntorch.compile: " + ("on (the first step at each size compiles)" if dit.compile_blocks(device)

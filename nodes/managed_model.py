@@ -197,14 +197,15 @@ def ensure_loaded(patcher: PackPatcher, memory_required: int = 0) -> None:
 
 
 def load_before_forward(module: nn.Module, patcher: PackPatcher, memory_required) -> None:
-    """Call :func:`ensure_loaded` before every forward of ``module``; ``memory_required(args) -> bytes`` estimates the
-    activations of a call. The hook holds the patcher weakly: the node output owning the patcher owns the model."""
+    """Call :func:`ensure_loaded` before every forward of ``module``; ``memory_required(module, args) -> bytes``
+    estimates the activations of a call. The hook holds the patcher weakly and gets the module as an argument: a
+    reference cycle would keep the model alive after ComfyUI's cache drops it (freed only by a full gc)."""
     ref = weakref.ref(patcher)
 
-    def hook(_module, args):
+    def hook(module, args):
         p = ref()
         if p is not None:
-            ensure_loaded(p, memory_required(args))
+            ensure_loaded(p, memory_required(module, args))
 
     module.register_forward_pre_hook(hook)
 

@@ -2,6 +2,9 @@
 calls the patcher exactly as ComfyUI 0.3.64-0.38 do (LoadedModel.model_load -> partially_load; model_unload ->
 partially_unload when freeing less than is loaded, else detach(True); re-registering a loaded model pops it and
 calls detach(False)). The real thing runs in tests/integration/test_memory_comfyui.py."""
+import gc
+import weakref
+
 import pytest
 import torch
 from torch import nn
@@ -175,6 +178,22 @@ def test_loader_node_hands_the_dit_to_the_manager_before_each_forward(tmp_path, 
     hook(model.model, (x,))
     assert manager.calls == [([model.patcher], loader_node.forward_memory(model.model, x), True)]
     assert model.patcher.is_loaded()
+
+
+def test_the_cached_output_alone_keeps_the_dit_alive(tmp_path, monkeypatch):
+    """ComfyUI frees a model when its cache drops the output: no reference cycle may need a full gc for that."""
+    ref = lf.reference()
+    base, it = lf.write_float_pair(ref, tmp_path)
+    monkeypatch.setattr(load_mod, "build_model", standin.builder(ref))
+    monkeypatch.setattr(loader_node.host, "torch_device", lambda: CPU)
+    gc.disable()
+    try:
+        out = loader_node.InfiniteTalkModelLoader().load(str(base), str(it), "fp32", "upcast (safe, any GPU)", "sdpa", 0)
+        alive = weakref.ref(out["result"][0].model)
+        del out
+        assert alive() is None
+    finally:
+        gc.enable()
 
 
 def test_forward_memory_follows_core_estimate_plus_streamed_blocks():
