@@ -98,17 +98,13 @@ def move_resident(module: nn.Module, device: torch.device) -> None:
         rope.clear()
 
 
-def host_tensors(module: nn.Module) -> list[torch.Tensor]:
-    """The model's tensors in CPU RAM (offloaded weights and block swap's host copies)."""
-    return [t for t in chain(module.parameters(), module.buffers()) if t.device.type == "cpu"]
-
-
 def ram_bytes(module: nn.Module) -> int:
-    """Bytes of CPU RAM the model's tensors hold (each storage once)."""
+    """Bytes of CPU RAM the model's tensors hold (offloaded weights, block swap's host copies; each storage once)."""
     storages = {}
-    for t in host_tensors(module):
-        s = t.untyped_storage()
-        storages[s.data_ptr()] = s.nbytes()
+    for t in chain(module.parameters(), module.buffers()):
+        if t.device.type == "cpu":
+            s = t.untyped_storage()
+            storages[s.data_ptr()] = s.nbytes()
     return sum(storages.values())
 
 
@@ -211,16 +207,16 @@ def load_before_forward(module: nn.Module, patcher: PackPatcher, memory_required
 
 
 class ManagedOutput:
-    """Mixin for a node output that owns a :class:`PackPatcher` (attribute ``patcher``).
+    """Mixin for a node output that owns a :class:`PackPatcher` (attribute ``patcher``), so that ComfyUI's output
+    caches treat it as they treat core models.
 
-    What ComfyUI's output caches read: 0.38's RAM-pressure cache treats an output with a ``patcher`` as a model
-    (evicted first once unused) and sizes it by ``_comfy_cache_tensors()``; 0.8's ``--cache-ram`` by
-    ``get_ram_usage()``. Both see the model's real CPU RAM, not a few bytes."""
+    0.8's ``--cache-ram`` weighs an output by ``get_ram_usage()`` (core patchers: their size): ours is the model's
+    real CPU RAM. 0.38's RAM-pressure cache takes any output with a ``patcher`` for a model and drops it first once
+    the running workflow no longer uses it; it does not weigh the models the running workflow uses by their size, and
+    nor do we (no ``_comfy_cache_tensors``): while the sampler holds the model, dropping its cache entry would free
+    nothing, yet count as freed."""
 
     patcher = None
 
     def get_ram_usage(self) -> int:
         return 0 if self.patcher is None else ram_bytes(self.patcher.model)
-
-    def _comfy_cache_tensors(self) -> list[torch.Tensor]:
-        return [] if self.patcher is None else host_tensors(self.patcher.model)
