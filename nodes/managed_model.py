@@ -57,14 +57,12 @@ def resident_modules(module: nn.Module) -> list[nn.Module]:
     return [m for m in module.modules() if id(m) not in swapped]
 
 
-def _own_tensors(m: nn.Module):
-    return chain((p for p in m._parameters.values() if p is not None), (b for b in m._buffers.values() if b is not None))
-
-
 def resident_bytes(module: nn.Module) -> int:
     """Bytes of the weights that loading moves to the compute device (parameters and buffers: GGUF blocks and fp8
-    weights are buffers; streamed blocks excluded)."""
-    return sum(t.numel() * t.element_size() for m in resident_modules(module) for t in _own_tensors(m))
+    weights are buffers; streamed blocks excluded; a tensor shared by several modules once)."""
+    tensors = {id(t): t for m in resident_modules(module)
+               for t in chain(m._parameters.values(), m._buffers.values()) if t is not None}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
 def streamed_bytes(module: nn.Module) -> int:
@@ -79,17 +77,24 @@ def streamed_bytes(module: nn.Module) -> int:
 def move_resident(module: nn.Module, device: torch.device) -> None:
     """Move the resident weights to ``device`` in place (the swapped blocks stay where block swap keeps them) and drop
     caches that hold device tensors."""
+    moved = {}  # id(old tensor) -> its copy: a tensor shared by several modules stays shared
+
+    def copy(t):
+        if id(t) not in moved:
+            moved[id(t)] = t.data.to(device)
+        return moved[id(t)]
+
     for m in resident_modules(module):
         for name, p in m._parameters.items():
             if p is not None and p.device != device:
-                moved = p.data.to(device)
-                if torch._has_compatible_shallow_copy_type(p, moved):  # as nn.Module.to: keep the Parameter object
-                    p.data = moved
+                new = copy(p)
+                if torch._has_compatible_shallow_copy_type(p, new):  # as nn.Module.to: keep the Parameter object
+                    p.data = new
                 else:
-                    m._parameters[name] = nn.Parameter(moved, requires_grad=p.requires_grad)
+                    m._parameters[name] = nn.Parameter(new, requires_grad=p.requires_grad)
         for name, b in m._buffers.items():
             if b is not None and b.device != device:
-                m._buffers[name] = b.to(device)
+                m._buffers[name] = copy(b)
     swap = getattr(module, "_block_swap", None)
     if swap is not None:
         swap.ready.clear()  # a block prefetched for the next forward

@@ -211,3 +211,22 @@ def test_wav2vec2_loader_and_embeds_use_the_manager(tmp_path, manager):
     audio = {"waveform": wf.speech_like(0.5, 16000, 1), "sample_rate": 16000}
     audio_node.InfiniteTalkAudioEmbeds().embed(handle, audio, 25.0, 0.0, 0.0)
     assert manager.calls == [([handle.patcher], 0, True)] and handle.patcher.is_loaded()
+
+
+def test_sam2_loader_and_face_mask_use_the_manager(tmp_path, monkeypatch, manager):
+    pytest.importorskip("transformers.models.sam2_video")
+    from safetensors.torch import save_file
+
+    from infinitetalk_lipsync.nodes import mask as mask_node
+    from infinitetalk_lipsync.pipeline.mask import sam2_keys
+    from sam2_tiny import TINY_SIZE, TINY_TRUNK, tiny_hf_state_dict, to_meta_keys
+    for key, value in TINY_TRUNK.items():
+        monkeypatch.setitem(sam2_keys.KNOWN_TRUNKS, key, value)
+    path = tmp_path / "sam2.1_hiera_tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in to_meta_keys(tiny_hf_state_dict()).items()}, str(path))
+    (sam,) = mask_node.InfiniteTalkSAM2Loader().load(str(path), "fp32")
+    assert isinstance(sam, mask_node.Sam2Model) and sam.patcher.model is sam.model and not sam.patcher.is_loaded()
+    assert sam.get_ram_usage() >= sam.patcher.model_size() > 0
+    images = torch.rand(2, TINY_SIZE, TINY_SIZE, 3)
+    mask_node.InfiniteTalkFaceMask().run(images, "face", 0, 1, 5, sam2=sam, box="32,32,96,96")
+    assert manager.calls == [([sam.patcher], 0, True)] and sam.patcher.is_loaded()
