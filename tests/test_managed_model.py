@@ -160,13 +160,10 @@ def test_standalone_without_comfyui_loads_in_place():
 
 def test_loader_node_hands_the_dit_to_the_manager_before_each_forward(tmp_path, monkeypatch, manager):
     ref = lf.reference()
-    base, audio = lf.split(ref)
-    lf.write_st(base, tmp_path / "base.safetensors")
-    lf.write_st(audio, tmp_path / "it.safetensors")
+    base, it = lf.write_float_pair(ref, tmp_path)
     monkeypatch.setattr(load_mod, "build_model", standin.builder(ref))
     monkeypatch.setattr(loader_node.host, "torch_device", lambda: CPU)
-    out = loader_node.InfiniteTalkModelLoader().load(str(tmp_path / "base.safetensors"), str(tmp_path / "it.safetensors"),
-                                                     "fp32", "upcast (safe, any GPU)", "sdpa", 1)
+    out = loader_node.InfiniteTalkModelLoader().load(str(base), str(it), "fp32", "upcast (safe, any GPU)", "sdpa", 1)
     (model,) = out["result"]
     assert model.patcher.model is model.model and model.device == CPU and model.report.blocks_to_swap == 1
     assert "block swap 1" in out["ui"]["text"][0]
@@ -193,6 +190,27 @@ def test_the_cached_output_alone_keeps_the_dit_alive(tmp_path, monkeypatch):
         assert alive() is None
     finally:
         gc.enable()
+
+
+def test_quantised_weights_count_and_move_compressed(tmp_path, monkeypatch):
+    """GGUF blocks and fp8 weights are buffers: counted at their stored size, moved like parameters."""
+    ref = lf.reference()
+    base, audio = lf.split(ref)
+    lf.write_gguf(base, tmp_path / "base-Q8_0.gguf", lf.T.Q8_0)
+    lf.write_st(lf.kijai_fp8(audio, torch.float8_e4m3fn), tmp_path / "it_fp8.safetensors")
+    monkeypatch.setattr(load_mod, "build_model", standin.builder(ref))
+    monkeypatch.setattr(loader_node.host, "torch_device", lambda: CPU)
+    out = loader_node.InfiniteTalkModelLoader().load(str(tmp_path / "base-Q8_0.gguf"), str(tmp_path / "it_fp8.safetensors"),
+                                                     "fp32", "upcast (safe, any GPU)", "sdpa", 1)
+    dit = out["result"][0].model
+    dtypes = {b.dtype for m in mm.resident_modules(dit) for b in m._buffers.values() if b is not None}
+    assert torch.uint8 in dtypes and torch.float8_e4m3fn in dtypes  # GGUF blocks and fp8 weights
+    swapped = dit.blocks[len(dit.blocks) - 1]
+    assert out["result"][0].patcher.model_size() == _nbytes(dit) - _nbytes(swapped)
+    mm.move_resident(dit, torch.device("meta"))
+    assert all(t.is_meta for m in mm.resident_modules(dit) for t in list(m._parameters.values()) +
+               list(m._buffers.values()) if t is not None)
+    assert not any(t.is_meta for t in list(swapped.parameters()) + list(swapped.buffers()))
 
 
 def test_forward_memory_follows_core_estimate_plus_streamed_blocks():
