@@ -14,6 +14,17 @@ All or nothing: our layers compute with their weights on the compute device (no 
 part of the model size it sees. The patcher is classic (not dynamic VRAM): it moves real tensors.
 
 Outside ComfyUI the same class runs on a stand-in base and ``ensure_loaded`` moves the module itself.
+
+What this relies on (ComfyUI 0.3.64 and 0.8.0 run in tests; 0.38.1 read from its source):
+- ``LoadedModel`` calls ``partially_load`` to load, ``partially_unload`` when freeing less than is loaded, else
+  ``detach(True)``; re-registering a loaded model detaches it with ``unpatch_all=False`` first
+  (0.38.1 comfy/model_management.py:812-841, 988; the same in 0.3.64 and 0.8.0).
+- ``free_memory(..., for_dynamic, pins_required, ram_required)`` spares dynamic models only for other dynamic ones:
+  ours is not dynamic (``ModelPatcher.is_dynamic``, 0.38.1 comfy/model_patcher.py:404), so loading it evicts
+  what it needs and frees pinned RAM for it (model_management.py:893-928, 964, 997); we call ``load_models_gpu``
+  only, never ``free_memory`` (its signature changed).
+- ``unload_all_models`` frees every device (0.38.1 model_management.py:2121-2123; 0.3.64/0.8.0: the torch device),
+  which "Unload models" runs (0.38.1 main.py:423-424).
 """
 from __future__ import annotations
 
