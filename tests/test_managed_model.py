@@ -176,18 +176,20 @@ def test_loader_node_hands_the_dit_to_the_manager_before_each_forward(tmp_path, 
     assert model.patcher.is_loaded()
 
 
-def test_the_cached_output_alone_keeps_the_dit_alive(tmp_path, monkeypatch):
-    """ComfyUI frees a model when its cache drops the output: no reference cycle may need a full gc for that."""
-    ref = lf.reference()
-    base, it = lf.write_float_pair(ref, tmp_path)
-    monkeypatch.setattr(load_mod, "build_model", standin.builder(ref))
-    monkeypatch.setattr(loader_node.host, "torch_device", lambda: CPU)
+@pytest.mark.parametrize("blocks_to_swap", [0, 1])
+def test_the_cached_output_alone_keeps_the_dit_alive(tmp_path, blocks_to_swap):
+    """ComfyUI frees a model when its cache drops the output: no reference cycle (load hook, block swap hooks) may
+    keep the weights until a full gc."""
+    base, it = lf.write_float_pair(lf.reference(), tmp_path)
+    gc.collect()
     gc.disable()
     try:
-        out = loader_node.InfiniteTalkModelLoader().load(str(base), str(it), "fp32", "upcast (safe, any GPU)", "sdpa", 0)
-        alive = weakref.ref(out["result"][0].model)
-        del out
-        assert alive() is None
+        out = loader_node.InfiniteTalkModelLoader().load(str(base), str(it), "fp32", "upcast (safe, any GPU)", "sdpa",
+                                                         blocks_to_swap)
+        dit = out["result"][0].model
+        alive = [weakref.ref(dit), weakref.ref(dit.blocks[-1])]
+        del out, dit
+        assert [a() for a in alive] == [None, None]
     finally:
         gc.enable()
 
