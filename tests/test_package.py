@@ -150,6 +150,7 @@ def test_host_falls_back_to_plain_torch(tmp_path):
     assert not host.IN_COMFY
     assert host.torch_device().type in ("cpu", "cuda") and host.offload_device().type == "cpu"
     host.soft_empty_cache()
+    host.free_memory(1 << 20, host.torch_device())
     host.throw_if_interrupted()
     bar = host.Progress(3)
     bar.update(2)
