@@ -41,6 +41,7 @@ class InfiniteTalkDiT(nn.Module):
         self.audio_proj = AudioProjModel(cfg)
         self._dtype_override = None
         self._rope_cache: dict = {}
+        self.sequence_group = None  # a torch.distributed group: Ulysses sequence parallelism over its ranks
         self.attention_backend = "sdpa"
         self.set_attention_backend(attention)
 
@@ -108,6 +109,11 @@ class InfiniteTalkDiT(nn.Module):
         latents = torch.cat([x.to(dtype), y.to(dtype).expand(batch, -1, -1, -1, -1)], dim=1)
         h = self.patch_embedding(latents.to(self.patch_embedding.weight.dtype)).to(dtype)
         h = h.flatten(2).transpose(1, 2).contiguous()  # [B, S, D], tokens in (t, h, w) order
+        rope, shard = self._rope(grid, x.device), None
+        if self.sequence_group is not None:
+            from ..parallel.sequence import SequenceShard  # torch.distributed only where it is used
+            shard = SequenceShard(self.sequence_group, h.shape[1])
+            h, rope = shard.local(h, 1), shard.local(rope, 0)
 
         e = self.time_embedding(sinusoidal_embedding(self._timesteps(t, batch, x.device), cfg.freq_dim))
         e0 = self.time_projection(e).unflatten(1, (6, cfg.dim))
@@ -119,13 +125,14 @@ class InfiniteTalkDiT(nn.Module):
         if max(speakers) == 2:  # the reference attention map is only ever computed for 2 speakers
             masks = self._token_masks(speaker_masks, (height, width), grid, dtype, x.device)
             rows = torch.tensor([i for i, n in enumerate(speakers) if n == 2], device=x.device)
-        inputs = BlockInputs(rope=self._rope(grid, x.device), context=torch.cat([image, text], dim=1),
+        inputs = BlockInputs(rope=rope, context=torch.cat([image, text], dim=1),
                              audio=audio_tokens, speaker_masks=masks, lrope_rows=rows, grid=grid,
-                             image_tokens=image.shape[1], backend=self.attention_backend)
+                             image_tokens=image.shape[1], backend=self.attention_backend, shard=shard)
 
         for block in self.blocks:
             h = block(h, e0, inputs)
-        return self._unpatchify(self.head(h, e), grid)
+        out = self.head(h, e)
+        return self._unpatchify(out if shard is None else shard.gather(out), grid)
 
     def _unpatchify(self, out: torch.Tensor, grid) -> torch.Tensor:
         """[B, S, pt*ph*pw*C] (channel fastest) -> [B, C, T, h, w] fp32."""
