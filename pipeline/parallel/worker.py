@@ -29,7 +29,8 @@ def build_model(spec: dict, device: torch.device):
     ``{"kind": "load_dit", "base": path, "infinitetalk": path|None, "options": {...}}``: through the
     pack's loader (every format; safetensors are memory-mapped, so workers share the host pages);
     ``{"kind": "state_dict", "config": {...}, "weights": path}``: a DiTConfig and an official-key
-    safetensors state dict.
+    safetensors state dict; ``{"kind": "python", "file": path, "function": name, "kwargs": {...}}``:
+    ``function(device, **kwargs)`` of a Python file (bench/ builds random 14B weights this way).
     """
     if spec["kind"] == "load_dit":
         from ..loading import load_dit
@@ -41,6 +42,12 @@ def build_model(spec: dict, device: torch.device):
         model = InfiniteTalkDiT(DiTConfig.from_dict(spec["config"]), attention=spec.get("attention", "sdpa"))
         model.load_state_dict(load_file(spec["weights"]), strict=True)
         return model.to(device).eval().requires_grad_(False)
+    if spec["kind"] == "python":
+        import importlib.util
+        module_spec = importlib.util.spec_from_file_location("infinitetalk_worker_builder", spec["file"])
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        return getattr(module, spec["function"])(device, **spec.get("kwargs", {}))
     raise ValueError(f"unknown model build spec {spec.get('kind')!r}")
 
 
