@@ -83,3 +83,24 @@ def test_bad_world_size_is_refused():
     heads = tiny_config().num_heads
     with pytest.raises(ValueError, match="do not divide"):
         ParallelDiT(_spec(), tiny_config(), ["cpu"] * (heads + 1))
+
+
+def test_loader_files_on_worker_processes(tmp_path):
+    """load_parallel_dit: the host reads only headers, each worker loads the files through load_dit."""
+    import loading_files as lf
+    from infinitetalk_lipsync.pipeline.loading import load_dit
+    from infinitetalk_lipsync.pipeline.parallel.pool import load_parallel_dit
+
+    base, adapter = lf.write_float_pair(lf.reference(), tmp_path)
+    heads = tiny_config().num_heads
+    options = dict(compute_dtype=torch.float32, num_heads=heads)
+    single, report = load_dit(base, adapter, device="cpu", **options)
+    pool = load_parallel_dit(base, adapter, ["cpu"] * WORLDS[0], **options)
+    try:
+        assert pool.config == single.config
+        assert pool.load_report.text() == report.text()
+        inputs = case_inputs(case_names()[0])
+        with torch.no_grad():
+            _close(pool(**inputs), single(**inputs), "load_parallel_dit vs load_dit")
+    finally:
+        pool.close()

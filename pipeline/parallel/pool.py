@@ -117,7 +117,8 @@ class ParallelDiT(nn.Module):
                      init_method=f"tcp://127.0.0.1:{_free_port()}")
         for conn in self._connections:
             _send(conn, setup)
-        self._collect(None, lambda message: message[0] == "ready", start_timeout, "while loading the model")
+        ready = self._collect(None, lambda message: message[0] == "ready", start_timeout, "while loading the model")
+        self.worker_info = sorted((message[1], message[2]) for message in ready)
 
     def _all_alive(self) -> bool:
         return all(p.poll() is None for p in self._processes)
@@ -188,3 +189,18 @@ class ParallelDiT(nn.Module):
                     out = tensor.new_empty((x.shape[0], *tensor.shape[1:]))
                 out[rows] = tensor
         return out.to(x.device)
+
+
+def load_parallel_dit(base_path, infinitetalk_path, devices: list[str], **options) -> ParallelDiT:
+    """``load_dit`` on every device of ``devices`` (one worker each); options as ``load_dit``'s.
+
+    The host reads only the files' headers; each worker loads (memory-maps) the weights itself.
+    ``.load_report`` is rank 0's LoadReport."""
+    from ..loading.load import LoadReport, dit_config
+
+    config = dit_config(base_path, infinitetalk_path, options.get("num_heads"))
+    spec = {"kind": "load_dit", "base": str(base_path),
+            "infinitetalk": None if infinitetalk_path is None else str(infinitetalk_path), "options": options}
+    pool = ParallelDiT(spec, config, devices)
+    pool.load_report = LoadReport(**pool.worker_info[0][1]["report"])
+    return pool

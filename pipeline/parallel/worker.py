@@ -9,6 +9,7 @@ from the others, ``("error", call_id, text)``.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import traceback
 from datetime import timedelta
@@ -34,7 +35,8 @@ def build_model(spec: dict, device: torch.device):
     """
     if spec["kind"] == "load_dit":
         from ..loading import load_dit
-        model, _ = load_dit(spec["base"], spec.get("infinitetalk"), device=device, **spec.get("options", {}))
+        model, report = load_dit(spec["base"], spec.get("infinitetalk"), device=device, **spec.get("options", {}))
+        model.load_report = report
         return model
     if spec["kind"] == "state_dict":
         from safetensors.torch import load_file
@@ -92,7 +94,9 @@ def main(rank: int, address: str) -> int:
         groups = {g: [dist.new_group(list(range(i * (world // g), (i + 1) * (world // g)))) for i in range(g)]
                   for g in divisors(world) if world // g > 1}
         model = build_model(setup["spec"], device)
-        _send(conn, ("ready", rank, {"device": str(device), "pid": os.getpid()}))
+        report = getattr(model, "load_report", None)  # plain data: the host's classes have other module names
+        report = None if report is None else dataclasses.asdict(report)
+        _send(conn, ("ready", rank, {"device": str(device), "pid": os.getpid(), "report": report}))
     except Exception:
         _send(conn, ("error", None, traceback.format_exc()))
         return 1
