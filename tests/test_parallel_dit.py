@@ -104,3 +104,24 @@ def test_loader_files_on_worker_processes(tmp_path):
             _close(pool(**inputs), single(**inputs), "load_parallel_dit vs load_dit")
     finally:
         pool.close()
+
+
+def test_cancel_while_waiting_then_next_call_is_clean(pool):
+    """Cancel raises out of a forward; the workers' late answers to it never reach the next call."""
+    inputs = case_inputs(case_names()[0])
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel():
+        raise Cancelled()
+
+    pool.interrupt = cancel
+    try:
+        with pytest.raises(Cancelled):
+            pool(**inputs)
+    finally:
+        pool.interrupt = None
+    with torch.no_grad():
+        single = shared_tiny_model()(**inputs)
+    _close(pool(**inputs), single, "the call after a cancelled one")

@@ -81,6 +81,7 @@ class ParallelDiT(nn.Module):
         self.config, self.devices, self.timeout = config, list(devices), timeout
         self.device = torch.device(devices[0])
         self._call = 0
+        self.interrupt = None  # a callable that raises to cancel (the node sets the host's); checked while waiting
         self._processes, self._connections = [], []
         self._start(spec, start_timeout)
         self._finalizer = weakref.finalize(self, _shutdown, self._processes, self._connections)
@@ -156,6 +157,8 @@ class ParallelDiT(nn.Module):
                 if (call_id is None or message[1] == call_id) and is_final(message):
                     results.append(message)
                     del pending[rank]
+            if call_id is not None and self.interrupt is not None:
+                self.interrupt()  # the workers finish this forward; its late answers are skipped by call id
             dead = self._death_message(when)
             if dead:
                 self.close()
