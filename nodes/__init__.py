@@ -5,7 +5,9 @@ from . import audio
 from . import frame_count
 from . import loader
 from . import mask
+from . import prompt_schedule
 from . import sampler
+from . import vocals
 
 # One module per line, so that branches adding nodes merge cleanly.
 _MODULES = (
@@ -13,7 +15,9 @@ _MODULES = (
     frame_count,
     loader,
     mask,
+    prompt_schedule,
     sampler,
+    vocals,
 )
 
 NODE_CLASS_MAPPINGS = {}

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import os
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 
 from . import host
-from .adapters import on_device
+from .managed_model import ManagedOutput, PackPatcher, ensure_loaded
 from ..pipeline.audio import compute_audio_embeds, load_wav2vec2
 from ..pipeline.audio.preprocess import COMBINE_MODES
 from ..pipeline.audio.wav2vec2 import Wav2Vec2Encoder
@@ -20,13 +19,15 @@ NORMALIZE = {"auto": None, "on": True, "off": False}
 
 
 @dataclass
-class Wav2VecHandle:
-    """What flows on INFINITETALK_WAV2VEC: the encoder (kept on ``offload``) and where it computes."""
+class Wav2VecHandle(ManagedOutput):
+    """What flows on INFINITETALK_WAV2VEC: the encoder, where it computes, where it waits, and its memory-manager
+    patcher (None: the encoder stays where it is)."""
 
     model: Wav2Vec2Encoder
     device: torch.device
     offload: torch.device
     name: str
+    patcher: PackPatcher | None = None
 
 
 def checkpoint_choices(files: list[str]) -> list[str]:
@@ -77,7 +78,8 @@ class InfiniteTalkAudioEncoderLoader:
         if target.type == "cpu" and dtype != torch.float32:
             dtype = torch.float32  # half-precision convolutions on CPU are slow and gain nothing here
         model = load_wav2vec2(path, device=offload, dtype=dtype, normalize_input=NORMALIZE[input_normalization])
-        return (Wav2VecHandle(model, target, offload, os.path.basename(path.rstrip("/\\"))),)
+        patcher = PackPatcher(model, load_device=target, offload_device=offload)
+        return (Wav2VecHandle(model, target, offload, os.path.basename(path.rstrip("/\\")), patcher),)
 
 
 class InfiniteTalkAudioEmbeds:
@@ -102,29 +104,35 @@ class InfiniteTalkAudioEmbeds:
                 "multi_mode": (list(COMBINE_MODES), {"tooltip": "Two speakers only. add: speaker 1 talks, then speaker 2 "
                                                                 "(sequential turns). para: both tracks play at the same "
                                                                 "time; the shorter is padded with silence."}),
+                "soundtrack": ("AUDIO", {"tooltip": "Sound for the video when the speech above is a processed copy of "
+                                                    "it, e.g. the full mix whose vocals InfiniteTalk Vocal Separation "
+                                                    "gave as 'audio'. Cropped like the speech. Unconnected: the "
+                                                    "speech inputs themselves, at their own quality."}),
             },
         }
 
     RETURN_TYPES = ("INFINITETALK_AUDIO_EMBEDS", "AUDIO", "INT")
     RETURN_NAMES = ("audio_embeds", "audio", "num_frames")
     OUTPUT_TOOLTIPS = ("Per-speaker wav2vec2 features for the InfiniteTalk sampler.",
-                       "The processed audio (16 kHz mono, loudness-normalised, cropped) to mux into the video.",
+                       "The sound for the video: the original audio (or soundtrack) at its own sample rate and "
+                       "channels, cropped and exactly as long as num_frames.",
                        "Video frames that cover the audio at this fps.")
     FUNCTION = "embed"
     CATEGORY = "InfiniteTalk/audio"
     DESCRIPTION = "Speech -> InfiniteTalk audio embeddings, as the official pipeline (16 kHz, -23 LUFS, wav2vec2)."
 
-    def embed(self, wav2vec, audio, fps, start_time, end_time, audio_2=None, multi_mode="add"):
+    def embed(self, wav2vec, audio, fps, start_time, end_time, audio_2=None, multi_mode="add", soundtrack=None):
         audios = [_audio_input(audio, "audio")]
         if audio_2 is not None:
             audios.append(_audio_input(audio_2, "audio_2"))
+        sound = None if soundtrack is None else _audio_input(soundtrack, "soundtrack")
         host.throw_if_interrupted()
-        model = wav2vec.model
-        moved = nullcontext() if wav2vec.device == wav2vec.offload else on_device(model, wav2vec.device, wav2vec.offload)
-        with moved:
-            embeds, report = compute_audio_embeds(model, audios, mode=multi_mode, fps=fps,
-                                                  start_s=start_time, end_s=end_time)
-        out_audio = {"waveform": embeds.waveform[None], "sample_rate": embeds.sample_rate}
+        if wav2vec.patcher is not None:
+            ensure_loaded(wav2vec.patcher)  # ComfyUI keeps it there until another model needs the room
+        embeds, report = compute_audio_embeds(wav2vec.model, audios, mode=multi_mode, fps=fps,
+                                              start_s=start_time, end_s=end_time, soundtrack=sound)
+        waveform, rate = embeds.output_sound()
+        out_audio = {"waveform": waveform[None], "sample_rate": rate}
         return {"ui": {"text": [report.text()]}, "result": (embeds, out_audio, embeds.num_frames)}
 
 

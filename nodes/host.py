@@ -1,7 +1,8 @@
 """The one adapter between our nodes and the host (ComfyUI).
 
 Everything a node needs from ComfyUI — devices, memory, interrupts, progress, model
-folders, text on the node — goes through here. Outside ComfyUI (unit tests, scripts)
+folders, text on the node — goes through here, except the memory manager's view of our own
+models, which ``managed_model`` (the other host-side module) gives. Outside ComfyUI (unit tests, scripts)
 each function falls back to plain torch behaviour with the same interface, so the
 nodes and the ``pipeline`` core run unchanged.
 """
@@ -28,6 +29,9 @@ IN_COMFY = _mm is not None
 PACK_FOLDERS = {
     "wav2vec2": ("wav2vec2", {".safetensors", ".bin", ".pt", ".pth", ".json"}, ("audio_encoders",)),
     "sam2": ("sam2", {".safetensors", ".pt", ".pth"}, ()),
+    # Mel-Band RoFormer: our folder, plus diffusion_models, where Kijai's ComfyUI-MelBandRoFormer reads it.
+    "vocal_separation": ("vocal_separation", {".safetensors", ".sft", ".pt", ".pth", ".bin", ".ckpt"},
+                         ("diffusion_models",)),
     # DiT files incl. GGUF: the core diffusion_models/unet folders (+ model_patches, where Comfy-Org's
     # InfiniteTalk files live) listed with .gguf, without changing what core loaders list.
     "infinitetalk_dit": ("diffusion_models", {".safetensors", ".sft", ".gguf", ".pt", ".pth", ".bin"},
@@ -58,7 +62,8 @@ def soft_empty_cache() -> None:
 
 
 def free_memory(bytes_needed: int, device: torch.device) -> None:
-    """Ask the host to unload other models until ``bytes_needed`` are free on ``device``."""
+    """Ask the host to unload other models until ``bytes_needed`` are free on ``device`` (for a model used once and
+    dropped; a model that stays loaded goes through ``managed_model`` instead)."""
     if IN_COMFY:
         _mm.free_memory(bytes_needed, device)
     else:

@@ -125,3 +125,18 @@ def test_cancel_while_waiting_then_next_call_is_clean(pool):
     with torch.no_grad():
         single = shared_tiny_model()(**inputs)
     _close(pool(**inputs), single, "the call after a cancelled one")
+
+
+def test_gpus_setting_falls_back_with_a_reason():
+    from infinitetalk_lipsync.pipeline.parallel.layout import choose_world
+    assert choose_world("1", 8, 40) == (1, "")
+    assert choose_world("auto", 8, 40) == (8, "") and choose_world("auto", 4, 40) == (4, "")
+    count, note = choose_world("auto", 3, 40)
+    assert count == 2 and "2 of 3" in note and "do not divide" in note
+    count, note = choose_world("auto", 1, 40)
+    assert count == 1 and "1 GPU visible" in note
+    count, note = choose_world("3", 4, 40)
+    assert count == 1 and "do not divide" in note and "one GPU" in note
+    count, note = choose_world("8", 4, 40)
+    assert count == 1 and "only 4 GPUs visible" in note
+    assert choose_world("5", 8, 40) == (5, "")

@@ -35,3 +35,22 @@ def group_rows(rows: int, groups: int) -> list[list[int]]:
         out.append(list(range(start, start + n)))
         start += n
     return out
+
+
+def choose_world(choice: str, visible: int, heads: int) -> tuple[int, str]:
+    """The loader's ``gpus`` setting ("auto" = every visible GPU, or a count) -> (GPUs to use, a note for
+    the report; empty when it is exactly what was asked). Counts that cannot split the heads fall back."""
+    if choice == "1":
+        return 1, ""
+    if visible < 2:
+        return 1, f"gpus {choice}: {visible} GPU visible, running on one"
+    if choice == "auto":
+        count = max(d for d in divisors(heads) if d <= visible)
+        if count == visible:
+            return count, ""
+        return count, f"gpus auto: {count} of {visible} visible GPUs ({check_world(visible, heads)})"
+    count = int(choice)
+    if count > visible:
+        return 1, f"gpus {count}: only {visible} GPUs visible, running on one; choose auto or at most {visible}"
+    why = check_world(count, heads)
+    return (1, f"gpus {count}: {why}; running on one GPU") if why else (count, "")

@@ -168,13 +168,13 @@ class ParallelDiT(nn.Module):
                 raise WorkerError(f"DiT workers did not answer within {timeout:.0f} s {when}; pool shut down")
         return results
 
-    def forward(self, x, t, context, clip_fea, y, audio, speaker_masks=None):
+    def forward(self, x, t, context, clip_fea, y, audio, speaker_masks=None, audio_scale=1.0):
         if not self._connections:
             raise WorkerError("the multi-GPU DiT pool was shut down; reload the model (InfiniteTalk Model Loader)")
         self._call += 1
         cpu = lambda v: None if v is None else ([a.cpu() for a in v] if isinstance(v, (list, tuple)) else v.cpu())
         inputs = dict(x=cpu(x), t=cpu(torch.as_tensor(t)), context=cpu(context), clip_fea=cpu(clip_fea), y=cpu(y),
-                      audio=cpu(audio), speaker_masks=cpu(speaker_masks))
+                      audio=cpu(audio), speaker_masks=cpu(speaker_masks), audio_scale=float(audio_scale))
         payload = pickle.dumps(("forward", self._call, inputs), protocol=pickle.HIGHEST_PROTOCOL)
         try:
             for conn in self._connections:
@@ -194,7 +194,8 @@ class ParallelDiT(nn.Module):
         return out.to(x.device)
 
 
-def load_parallel_dit(base_path, infinitetalk_path, devices: list[str], **options) -> ParallelDiT:
+def load_parallel_dit(base_path, infinitetalk_path, devices: list[str], compile: bool = False,
+                      **options) -> ParallelDiT:
     """``load_dit`` on every device of ``devices`` (one worker each); options as ``load_dit``'s.
 
     The host reads only the files' headers; each worker loads (memory-maps) the weights itself.
@@ -203,7 +204,8 @@ def load_parallel_dit(base_path, infinitetalk_path, devices: list[str], **option
 
     config = dit_config(base_path, infinitetalk_path, options.get("num_heads"))
     spec = {"kind": "load_dit", "base": str(base_path),
-            "infinitetalk": None if infinitetalk_path is None else str(infinitetalk_path), "options": options}
+            "infinitetalk": None if infinitetalk_path is None else str(infinitetalk_path), "options": options,
+            "compile": compile}
     pool = ParallelDiT(spec, config, devices)
     pool.load_report = LoadReport(**pool.worker_info[0][1]["report"])
     return pool

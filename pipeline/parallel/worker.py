@@ -32,6 +32,7 @@ def build_model(spec: dict, device: torch.device):
     ``{"kind": "state_dict", "config": {...}, "weights": path}``: a DiTConfig and an official-key
     safetensors state dict; ``{"kind": "python", "file": path, "function": name, "kwargs": {...}}``:
     ``function(device, **kwargs)`` of a Python file (bench/ builds random 14B weights this way).
+    ``"compile": True`` in any spec compiles the blocks (``InfiniteTalkDiT.compile_blocks``).
     """
     if spec["kind"] == "load_dit":
         from ..loading import load_dit
@@ -59,8 +60,8 @@ def select_rows(inputs: dict, rows: list[int], device) -> dict:
     index = torch.tensor(rows)
     out = {}
     for key, value in inputs.items():
-        if value is None:
-            out[key] = None
+        if value is None or isinstance(value, float):
+            out[key] = value
         elif isinstance(value, (list, tuple)):
             out[key] = [value[r].to(device) for r in rows]
         elif key == "speaker_masks" or (key in _SHARED and value.shape[0] == 1) or (key == "t" and value.numel() == 1):
@@ -94,6 +95,8 @@ def main(rank: int, address: str) -> int:
         groups = {g: [dist.new_group(list(range(i * (world // g), (i + 1) * (world // g)))) for i in range(g)]
                   for g in divisors(world) if world // g > 1}
         model = build_model(setup["spec"], device)
+        if setup["spec"].get("compile"):
+            model.compile_blocks(device)
         report = getattr(model, "load_report", None)  # plain data: the host's classes have other module names
         report = None if report is None else dataclasses.asdict(report)
         _send(conn, ("ready", rank, {"device": str(device), "pid": os.getpid(), "report": report}))
