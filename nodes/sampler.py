@@ -8,6 +8,7 @@ from ..pipeline.resolution import BUCKETS, target_size
 from ..pipeline.sampler.loop import Callbacks, Job, Settings, make_plan, run, validate
 from ..pipeline.sampler.guidance import branch_names
 from ..pipeline.sampler.schedule import make_schedule
+from ..pipeline.sampler import step_cache
 from ..pipeline.sampler.solvers import SOLVERS
 from ..pipeline.sampler.source import SOURCE_END, Source
 from ..pipeline.speaker_masks import default_layout
@@ -128,6 +129,8 @@ class InfiniteTalkSampler:
                 "apg": ("BOOLEAN", {"default": False, "tooltip": "Adaptive projected guidance instead of plain CFG."}),
                 "apg_momentum": ("FLOAT", {"default": -0.75, "min": -1.0, "max": 1.0, "step": 0.05, "tooltip": "APG momentum (official -0.75)."}),
                 "apg_norm_threshold": ("FLOAT", {"default": 55.0, "min": 0.0, "max": 1000.0, "step": 1.0, "tooltip": "APG norm clip (official 55; 0 = off)."}),
+                "step_cache": (list(step_cache.METHODS), {"default": "off", "tooltip": "Skip the transformer on steps where it would change little, reusing its last change (TeaCache / MagCache / EasyCache with the published Wan 2.1 I2V 480p/720p tables). For 20+ steps; nothing to skip at 4-8 steps. The node reports how many model calls were skipped."}),
+                "cache_threshold": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 5.0, "step": 0.01, "tooltip": "Step cache threshold; 0 = the method's published default (TeaCache 0.2, MagCache 0.12, EasyCache 0.05). Higher skips more."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -135,7 +138,7 @@ class InfiniteTalkSampler:
     def sample(self, model, vae, clip_vision, positive, negative, audio_embeds, source, source_fps, steps, shift, cfg,
                audio_cfg, denoise, solver, seed, colour_correction, resolution, width, height, window, motion_frames,
                face_image=None, mask_1=None, mask_2=None, source_end="hold", batch_branches=False, apg=False,
-               apg_momentum=-0.75, apg_norm_threshold=55.0, unique_id=None):
+               apg_momentum=-0.75, apg_norm_threshold=55.0, step_cache="off", cache_threshold=0.0, unique_id=None):
         dit = _dit(model)
         if source.dim() != 4 or source.shape[0] < 1:
             raise ValueError(f"source: expected IMAGE frames [N,H,W,3], got {tuple(source.shape)}.")
@@ -151,7 +154,8 @@ class InfiniteTalkSampler:
         settings = Settings(steps=steps, shift=shift, cfg=cfg, audio_cfg=audio_cfg, denoise=denoise, solver=solver,
                             seed=seed, colour_strength=colour_correction, window=window, motion=motion_frames, apg=apg,
                             apg_momentum=apg_momentum, apg_norm_threshold=apg_norm_threshold,
-                            batch_branches=batch_branches, source_end=source_end)
+                            batch_branches=batch_branches, source_end=source_end, step_cache=step_cache,
+                            cache_threshold=cache_threshold)
         two = len(audio_embeds.speakers) == 2
         text_dim = getattr(getattr(dit, "config", None), "text_dim", 4096)
         job = Job(context=_text(positive, "positive", text_dim), context_null=_text(negative, "negative", text_dim),
@@ -179,6 +183,9 @@ class InfiniteTalkSampler:
             frames, audio, out_fps = run(dit, ComfyVAE(vae), ComfyClipVision(clip_vision), job,
                                          device=getattr(model, "device", None) or host.torch_device(),
                                          callbacks=callbacks)
+        if step_cache != "off":
+            info += "\n" + step_cache.summary(job.stats)
+            host.show_text(unique_id, info)
         return {"ui": {"text": [info]}, "result": (frames, audio, out_fps)}
 
 

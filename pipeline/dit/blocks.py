@@ -22,7 +22,7 @@ class BlockInputs:
     speaker_masks: [3, N_h*N_w] compute-dtype token masks and lrope_rows: int64 [b], the batch
     rows with 2 speakers (L-RoPE); both None when no row has 2 speakers;
     grid: (N_t, N_h, N_w); image_tokens: CLIP tokens at the start of ``context`` (257 per image);
-    backend: attention back-end name.
+    backend: self-attention back-end name; cross_backend: the cross-attentions' (exact) back-end.
     """
     rope: torch.Tensor
     context: torch.Tensor
@@ -32,6 +32,7 @@ class BlockInputs:
     grid: tuple[int, int, int]
     image_tokens: int
     backend: str
+    cross_backend: str = "sdpa"
 
 
 class SelfAttention(nn.Module):
@@ -112,7 +113,7 @@ class Block(nn.Module):
         x = gated_add(x, y, gate1)
         del y
 
-        x = x + self.cross_attn(self.norm3(x), inputs.context, inputs.image_tokens, inputs.backend)
+        x = x + self.cross_attn(self.norm3(x), inputs.context, inputs.image_tokens, inputs.cross_backend)
         x = x + self.audio_cross_attn(self.norm_x(x), inputs.audio, inputs.grid[0], positions, rows)
 
         y = self.ffn(modulate(self.norm2(x), shift2, scale2))
