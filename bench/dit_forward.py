@@ -169,6 +169,8 @@ def main():
     parser.add_argument("--runs", type=int, default=3, help="timed forwards after one warm-up")
     parser.add_argument("--attention", default="auto", choices=BACKENDS)
     parser.add_argument("--suite", action="store_true", help="every speed path at --res, with errors (see above)")
+    parser.add_argument("--block-errors", action="store_true", help="only: one full-width block at the 480p "
+                        "token count, each path vs the fp32 block")
     parser.add_argument("--swap", type=int, default=20, help="blocks_to_swap of the suite's block-swap rows")
     parser.add_argument("--compile", action="store_true", help="torch.compile every block (measured separately)")
     parser.add_argument("--no-triton", action="store_true", help="eager RMSNorm+RoPE instead of the fused Triton "
@@ -193,6 +195,10 @@ def main():
         torch.backends.cuda.matmul.allow_tf32 = False
 
     fused.ENABLED = not args.no_triton
+    if args.block_errors:
+        from speed_suite import block_errors
+        block_errors(cfg, device, *((64, 48), 9) if args.smoke else ())
+        return
     start = time.perf_counter()
     model = build_model(cfg, device, dtype, args.attention)
     sync(device)

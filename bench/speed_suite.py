@@ -15,8 +15,11 @@ import traceback
 import torch
 
 from dit_forward import forward_flops, make_inputs, sync
-from pipeline.dit import attention as attn
+import importlib
+
 from pipeline.dit import attention_kernels
+
+attn = importlib.import_module("pipeline.dit.attention")  # the package exports the function under this name
 from pipeline.loading import block_swap
 
 ROOFLINE_TFLOPS = 790.0
@@ -206,6 +209,58 @@ def run_suite(model, cfg, sizes, frames, args, device, dtype):
                 swap.remove()
         step("swap", swapped)
     rows.table()
+
+
+def block_errors(cfg, device, size=(832, 480), frames=81):
+    """One block at the real width and the 480p token count: each path in bf16 against the same block
+    in fp32 (fp32 SDPA). Random weights make a 40-block forward chaotic (two exact bf16 attention
+    kernels already differ by ~1e-2 there); one block shows what each path itself costs in accuracy."""
+    import copy
+
+    from dit_forward import build_model
+    from loading import block_linears, convert_fp8
+    from pipeline.dit.blocks import BlockInputs
+    from pipeline.dit.rope import video_rope_table
+
+    small = type(cfg)(**{**cfg.__dict__, "num_layers": 1})
+    model = build_model(small, device, torch.bfloat16, "sdpa")
+    block = model.blocks[0]
+    ref_block = copy.deepcopy(block).float()
+    grid = ((frames - 1) // 4 + 1, size[1] // 16, size[0] // 16)
+    n = grid[0] * grid[1] * grid[2]
+    gen = torch.Generator(device=device).manual_seed(2)
+    x = torch.randn(1, n, cfg.dim, device=device, generator=gen)
+    e0 = 0.1 * torch.randn(1, 6, cfg.dim, device=device, generator=gen)
+    context = torch.randn(1, cfg.clip_tokens + cfg.text_len, cfg.dim, device=device, generator=gen)
+    audio = torch.randn(1, grid[0], cfg.context_tokens, cfg.output_dim, device=device, generator=gen)
+    rope = video_rope_table(grid, cfg.rope_pairs, device)
+
+    def run(blk, dtype, backend):
+        inputs = BlockInputs(rope=rope, context=context.to(dtype), audio=audio.to(dtype), speaker_masks=None,
+                             lrope_rows=None, grid=grid, image_tokens=cfg.clip_tokens, backend=backend,
+                             cross_backend=attn.exact_backend(backend))
+        with torch.inference_mode():
+            return blk(x.to(dtype), e0, inputs).float()
+
+    ref = run(ref_block, torch.float32, "sdpa")
+    del ref_block
+    print(f"\none block, {n} tokens, bf16 paths vs the fp32 block (fp32 SDPA):")
+    for backend in ("sdpa", "flash_attn", "fa3_fp8", "int8"):
+        if backend != "sdpa" and attn._impl(backend) is None:
+            continue
+        print(f"  BLOCK attention {backend}: rel. L2 error {rel_err(run(block, torch.bfloat16, backend), ref):.2e}")
+    base = run(block, torch.bfloat16, "sdpa")
+    convert_fp8(model, torch.bfloat16, scaled_mm=False)
+    upcast = run(block, torch.bfloat16, "sdpa")
+    print(f"  BLOCK fp8 weights up-cast (sdpa): {rel_err(upcast, ref):.2e} vs fp32 bf16-weights block "
+          f"(weight quantisation; {rel_err(upcast, base):.2e} vs the bf16 block)")
+    for _, _, lin in block_linears(model):
+        lin.scaled_mm = True
+    for backend in ("flash_attn", "fa3_fp8"):
+        out = run(block, torch.bfloat16, backend)
+        print(f"  BLOCK fp8 weights + fp8 matmul, attention {backend}: {rel_err(out, upcast):.2e} vs the fp8 "
+              f"up-cast block", flush=True)
+    del model, block
 
 
 def uncompile(model):
