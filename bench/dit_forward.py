@@ -169,6 +169,8 @@ def main():
     parser.add_argument("--runs", type=int, default=3, help="timed forwards after one warm-up")
     parser.add_argument("--attention", default="auto", choices=BACKENDS)
     parser.add_argument("--suite", action="store_true", help="every speed path at --res, with errors (see above)")
+    parser.add_argument("--attention-calls", action="store_true", help="only: one self-attention call per "
+                        "back-end at the 480p shape (ms, error vs fp32 on 1024 queries)")
     parser.add_argument("--block-errors", action="store_true", help="only: one full-width block at the 480p "
                         "token count, each path vs the fp32 block")
     parser.add_argument("--swap", type=int, default=20, help="blocks_to_swap of the suite's block-swap rows")
@@ -195,6 +197,10 @@ def main():
         torch.backends.cuda.matmul.allow_tf32 = False
 
     fused.ENABLED = not args.no_triton
+    if args.attention_calls:
+        from speed_suite import attention_calls
+        attention_calls(device, dtype, 32760 if not args.smoke else 64, cfg.num_heads, cfg.head_dim)
+        return
     if args.block_errors:
         from speed_suite import block_errors
         block_errors(cfg, device, *((64, 48), 9) if args.smoke else ())
