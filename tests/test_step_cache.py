@@ -94,7 +94,7 @@ def test_magcache_tables_and_interpolation():
 
 def test_easycache_rule_follows_its_formula():
     rule = sc.EasyCacheRule(threshold=0.3)
-    steps, outs, calc = 12, {}, []
+    steps, calc = 12, []
     h = lambda i: torch.full((1, 2, 2), 10.0 - 0.1 * i)  # noqa: E731
     f = lambda x: 3 * x  # noqa: E731  (blocks: k = 1 exactly)
     acc, k, prev_in, prev_out, last_in = 0.0, None, None, None, None
@@ -173,7 +173,6 @@ def test_sampler_with_step_cache_reports_skips_and_matches_without_where_nothing
     model = InfiniteTalkDiT(cfg).eval()
     model.load_state_dict(golden.tensors("dit_tiny_weights.safetensors"))
     h, w = (8 * n for n in golden.case("a_dit_tiny")["cases"][0]["lat_hw"])
-    gen = torch.Generator().manual_seed(4)
 
     def job(method, threshold):
         return Job(context=torch.randn(7, cfg.text_dim, generator=torch.Generator().manual_seed(1)),

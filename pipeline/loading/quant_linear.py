@@ -159,7 +159,6 @@ class Fp8Linear(PatchedLinear):
         dt = self.compute_dtype
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
-        rows = x2.shape[0]
         rowwise = dt == torch.bfloat16
         xq, sx = quantize_fp8(x2, rowwise)
         sw = self.scale_weight.to(torch.float32)
