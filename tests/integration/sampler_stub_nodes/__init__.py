@@ -45,7 +45,9 @@ def _node(returns, inputs, fn):
 
 def small_core_vae(golden_dir: str) -> comfy.sd.VAE:
     """core VAE wrapper (detected as Wan 2.1 from its marker key) around core WanVAE(dim=8) + golden weights."""
-    vae = comfy.sd.VAE(sd={"decoder.middle.0.residual.0.gamma": torch.ones(384, 1, 1, 1)})
+    # marker keys of the real Wan 2.1 VAE (dim 96): 0.3.64 needs the first, 0.8.0 also reads dim and input channels
+    vae = comfy.sd.VAE(sd={"decoder.middle.0.residual.0.gamma": torch.ones(384, 1, 1, 1),
+                           "decoder.head.0.gamma": torch.ones(96, 1, 1, 1), "encoder.conv1.weight": torch.zeros(96, 3, 3, 3, 3)})
     small = comfy.ldm.wan.vae.WanVAE(dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
                                      temperal_downsample=[False, True, True])
     small.load_state_dict(load_file(os.path.join(golden_dir, "vae_small_weights.safetensors")))
