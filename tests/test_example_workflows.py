@@ -10,7 +10,9 @@ import workflow_check as wc
 from infinitetalk_lipsync import NODE_CLASS_MAPPINGS
 
 FOLDER = Path(__file__).resolve().parents[1] / "example_workflows"
-NAMES = ["infinitetalk_v2v_dubbing", "infinitetalk_i2v", "infinitetalk_face_only_dubbing"]
+# The file name is the title the Templates browser shows (frontend: title = name), so it is written for people.
+NAMES = ["InfiniteTalk V2V dubbing", "InfiniteTalk I2V talking portrait", "InfiniteTalk face-only dubbing"]
+MODEL_FILES = 7  # base DiT, InfiniteTalk file, wav2vec2, umT5, CLIP vision, VAE, lightx2v LoRA
 SPECS = wc.specs_from_mappings(NODE_CLASS_MAPPINGS)
 
 
@@ -35,6 +37,37 @@ def test_workflow_is_consistent_with_our_nodes(name):
     ours = {n["type"] for n in workflow["nodes"] if n["type"].startswith("InfiniteTalk")}
     assert ours and ours <= set(NODE_CLASS_MAPPINGS), ours - set(NODE_CLASS_MAPPINGS)
     assert wc.check(workflow, SPECS) == []
+
+
+def test_names_are_the_workflows_in_the_folder():
+    assert sorted(p.stem for p in FOLDER.glob("*.json")) == sorted(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_missing_models_dialog_lists_every_model_file(name):
+    """Each model widget carries its properties.models entry (name = the widget's file, a folder its node reads, a
+    Hugging Face .safetensors url of that file), so the frontend's Missing Models dialog offers all 7 downloads."""
+    workflow = wc.load(FOLDER / f"{name}.json")
+    assert wc.model_problems(workflow, SPECS) == []  # our nodes here; core loaders against a server (integration)
+    listed = wc.listed_models(workflow, SPECS)
+    assert len(listed) == MODEL_FILES, [m["name"] for m in listed]
+    for model in listed:
+        assert model["url"].startswith(wc.DOWNLOAD_SOURCES) and model["name"].endswith(wc.DOWNLOAD_SUFFIXES), model
+        assert model["url"].split("?")[0].endswith("/" + model["name"]), model
+    folders = {folder for folders in wc.MODEL_INPUTS.values() for folder in folders}
+    assert {m["directory"] for m in listed} <= folders
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_templates_browser_thumbnail(name):
+    """The Templates browser shows <name>.jpg from example_workflows/ as the card image (frontend: mediaSubtype
+    'jpg' for custom-node templates): a real JPEG of a card's proportions."""
+    Image = pytest.importorskip("PIL.Image")
+    path = FOLDER / f"{name}.jpg"
+    assert path.is_file(), path
+    with Image.open(path) as image:
+        assert image.format == "JPEG" and 256 <= image.width <= 1024 and 0.5 <= image.height / image.width <= 1.0
+        assert path.stat().st_size < 200_000
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -62,7 +95,7 @@ def settings_index(node, name):
 
 
 def test_face_only_path_pastes_the_generated_crop_into_the_source():
-    workflow = wc.load(FOLDER / "infinitetalk_face_only_dubbing.json")
+    workflow = wc.load(FOLDER / "InfiniteTalk face-only dubbing.json")
     (mask,), (crop,), (paste,), (sampler,) = (_nodes(workflow, t) for t in (
         "InfiniteTalkFaceMask", "InfiniteTalkFaceCrop", "InfiniteTalkFacePaste", "InfiniteTalkSampler"))
     (components,) = _nodes(workflow, "GetVideoComponents")
@@ -81,7 +114,7 @@ def test_face_only_path_pastes_the_generated_crop_into_the_source():
 
 def test_checker_reports_broken_workflows():
     """The checker itself: a wrong widget count, an out-of-range value and a mistyped link are reported."""
-    workflow = wc.load(FOLDER / "infinitetalk_v2v_dubbing.json")
+    workflow = wc.load(FOLDER / "InfiniteTalk V2V dubbing.json")
     (sampler,) = _nodes(workflow, "InfiniteTalkSampler")
     sampler["widgets_values"][settings_index(sampler, "steps")] = 0
     sampler["widgets_values"][settings_index(sampler, "window")] = 80

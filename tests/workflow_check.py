@@ -14,6 +14,20 @@ import re
 from pathlib import Path
 
 VIRTUAL = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}  # frontend-only nodes, never sent to the server
+# Model-file widgets -> the model folders their node reads (the first is where a download belongs by default).
+MODEL_INPUTS = {
+    ("CLIPLoader", "clip_name"): ("text_encoders", "clip"),
+    ("CLIPVisionLoader", "clip_name"): ("clip_vision",),
+    ("VAELoader", "vae_name"): ("vae",),
+    ("InfiniteTalkLoRA", "lora"): ("loras",),
+    ("InfiniteTalkModelLoader", "model"): ("diffusion_models", "unet"),
+    ("InfiniteTalkModelLoader", "infinitetalk_model"): ("diffusion_models", "model_patches"),
+    ("InfiniteTalkAudioEncoderLoader", "model_name"): ("wav2vec2", "audio_encoders"),
+    ("InfiniteTalkSAM2Loader", "model"): ("sam2",),
+}
+# What the frontend's Missing Models dialog downloads (MissingModelsWarning.vue: allowedSources/allowedSuffixes).
+DOWNLOAD_SOURCES = ("https://huggingface.co/", "https://civitai.com/")
+DOWNLOAD_SUFFIXES = (".safetensors", ".sft")
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 _FILE_NAME = re.compile(r"(\.[A-Za-z0-9]{2,12}|/)$")  # a model/media file (or HF folder) name, not a fixed choice
 
@@ -150,6 +164,46 @@ def check(workflow: dict, specs: dict, require_all: bool = False) -> list[str]:
             problems.append(f"{where}: outputs {[o['type'] for o in n.get('outputs', [])]} != {spec['output']}")
     problems += _check_links(workflow, nodes, specs)
     return problems
+
+
+def model_problems(workflow: dict, specs: dict) -> list[str]:
+    """Model widgets the frontend's Missing Models dialog would not list: it lists a node's ``properties.models``
+    entries whose ``name`` is one of the node's widget values (one per url), offers to download them from
+    Hugging Face / Civitai (.safetensors / .sft) into ``directory``, which must be a model folder of the server."""
+    problems = []
+    for n in workflow["nodes"]:
+        if n["type"] not in specs:
+            continue
+        values = {name: v for (name, _), v in zip(widget_slots(specs[n["type"]]), n.get("widgets_values", [])) if name}
+        entries = {m.get("name"): m for m in (n.get("properties") or {}).get("models", [])}
+        for (kind, name), folders in MODEL_INPUTS.items():
+            if kind != n["type"] or name not in values:
+                continue
+            where = f"node {n['id']} ({kind}.{name} = {values[name]!r})"
+            entry = entries.get(values[name])
+            if entry is None:
+                problems.append(f"{where}: no properties.models entry named {values[name]!r}")
+                continue
+            if entry.get("directory") not in folders:
+                problems.append(f"{where}: directory {entry.get('directory')!r} is not one the node reads {folders}")
+            url = entry.get("url", "")
+            if not url.startswith(DOWNLOAD_SOURCES) or not values[name].endswith(DOWNLOAD_SUFFIXES):
+                problems.append(f"{where}: the frontend will not download {url!r}")
+            elif url.split("?")[0].rsplit("/", 1)[-1] != values[name]:
+                problems.append(f"{where}: url {url!r} is not the file {values[name]!r}")
+    return problems
+
+
+def listed_models(workflow: dict, specs: dict) -> list[dict]:
+    """The models the Missing Models dialog lists for ``workflow`` when none is present (one per url)."""
+    seen, out = set(), []
+    for n in workflow["nodes"]:
+        values = set(v for v in n.get("widgets_values") or [] if isinstance(v, str) and v.strip())
+        for m in (n.get("properties") or {}).get("models", []):
+            if m.get("name") in values and m.get("url") and m["url"] not in seen:
+                seen.add(m["url"])
+                out.append(m)
+    return out
 
 
 def _check_links(workflow, nodes, specs) -> list[str]:
