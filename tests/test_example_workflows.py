@@ -152,3 +152,32 @@ def test_every_node_sits_inside_one_group(name):
         (x, y), (w, h) = node["pos"], node["size"]
         inside = [t for t, gx, gy, gw, gh in groups if gx <= x and x + w <= gx + gw and gy <= y - 30 and y + h <= gy + gh]
         assert len(inside) == 1, (node["id"], node["type"], inside)
+
+
+# ComfyUI 0.38.1's LoadVideo / GetVideoComponents / CreateVideo / SaveVideo as /object_info describes them: their
+# schemas (comfy_extras/nodes_video.py of 0.38.1) rebuilt on 0.8.0's V3 io and exported from a running server.
+SPECS_038 = {**SPECS, **wc.load(Path(__file__).parent / "data" / "comfyui_0.38.1_video_nodes.json")}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_workflow_loads_with_comfyui_038_video_nodes(name):
+    """Saved with 0.3.64/0.8.0's video nodes, the workflows fill 0.38.1's: SaveVideo's values become format / codec
+    of its nested combo (the encoding keeps its default), CreateVideo's and LoadVideo's new optional widgets keep
+    theirs (frontend 1.53.6 in a browser does the same), GetVideoComponents keeps its first three outputs."""
+    workflow = wc.load(FOLDER / f"{name}.json")
+    assert wc.check(workflow, SPECS_038, grown_outputs=True) == []
+    (save,) = _nodes(workflow, "SaveVideo")
+    slots = dict(zip([n for n, _ in wc.widget_slots(SPECS_038["SaveVideo"], save["widgets_values"])],
+                     save["widgets_values"]))
+    assert (slots["format"], slots["format.codec"]) == ("mp4", "h264")
+
+
+def test_old_load_video_upload_value_would_become_038s_edit():
+    """Why LoadVideo is saved with the file name only: the upload button's value that older frontends saved after it
+    ("image") lands, by position, in 0.38's new `edit` widget, whose LoadVideo.execute reads it as a dict and fails."""
+    workflow = wc.load(FOLDER / "InfiniteTalk V2V dubbing.json")
+    (load,) = _nodes(workflow, "LoadVideo")
+    load["widgets_values"] = [load["widgets_values"][0], "image"]
+    assert wc.check(workflow, SPECS) == []  # fine for 0.3.64 / 0.8.0 (an upload value)
+    assert wc.check(workflow, SPECS_038, grown_outputs=True) == [
+        "node 11 (LoadVideo): edit: 'image' is not a VIDEO_EDIT value (a dict of trim / crop)"]
