@@ -12,7 +12,9 @@ from infinitetalk_lipsync import NODE_CLASS_MAPPINGS
 FOLDER = Path(__file__).resolve().parents[1] / "example_workflows"
 # The file name is the title the Templates browser shows (frontend: title = name), so it is written for people.
 NAMES = ["InfiniteTalk V2V dubbing", "InfiniteTalk I2V talking portrait", "InfiniteTalk face-only dubbing"]
-MODEL_FILES = 7  # base DiT, InfiniteTalk file, wav2vec2, umT5, CLIP vision, VAE, lightx2v LoRA
+# base DiT, InfiniteTalk file, wav2vec2, umT5, CLIP vision, VAE, lightx2v LoRA; + the vocal model where a workflow
+# separates the speech from its soundtrack.
+MODEL_FILES = 7
 SPECS = wc.specs_from_mappings(NODE_CLASS_MAPPINGS)
 
 
@@ -46,11 +48,12 @@ def test_names_are_the_workflows_in_the_folder():
 @pytest.mark.parametrize("name", NAMES)
 def test_missing_models_dialog_lists_every_model_file(name):
     """Each model widget carries its properties.models entry (name = the widget's file, a folder its node reads, a
-    Hugging Face .safetensors url of that file), so the frontend's Missing Models dialog offers all 7 downloads."""
+    Hugging Face .safetensors url of that file), so the frontend's Missing Models dialog offers every download."""
     workflow = wc.load(FOLDER / f"{name}.json")
     assert wc.model_problems(workflow, SPECS) == []  # our nodes here; core loaders against a server (integration)
     listed = wc.listed_models(workflow, SPECS)
-    assert len(listed) == MODEL_FILES, [m["name"] for m in listed]
+    separating = any(n["type"] == "InfiniteTalkVocalSeparation" for n in workflow["nodes"])
+    assert len(listed) == MODEL_FILES + separating, [m["name"] for m in listed]
     for model in listed:
         assert model["url"].startswith(wc.DOWNLOAD_SOURCES) and model["name"].endswith(wc.DOWNLOAD_SUFFIXES), model
         assert model["url"].split("?")[0].endswith("/" + model["name"]), model
@@ -181,3 +184,16 @@ def test_old_load_video_upload_value_would_become_038s_edit():
     assert wc.check(workflow, SPECS) == []  # fine for 0.3.64 / 0.8.0 (an upload value)
     assert wc.check(workflow, SPECS_038, grown_outputs=True) == [
         "node 11 (LoadVideo): edit: 'image' is not a VIDEO_EDIT value (a dict of trim / crop)"]
+
+
+def test_v2v_lips_follow_the_separated_voice_and_the_video_keeps_the_full_mix():
+    """Vocal separation feeds the embeddings; the loaded audio itself is the soundtrack the sampler puts in the video."""
+    workflow = wc.load(FOLDER / "InfiniteTalk V2V dubbing.json")
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+    links = {l[0]: l for l in workflow["links"]}
+    embeds = next(n for n in workflow["nodes"] if n["type"] == "InfiniteTalkAudioEmbeds")
+    source = {i["name"]: nodes[links[i["link"]][1]] for i in embeds["inputs"] if i.get("link") is not None}
+    assert source["audio"]["type"] == "InfiniteTalkVocalSeparation"
+    assert source["soundtrack"]["type"] == "LoadAudio"
+    separation_input = links[source["audio"]["inputs"][0]["link"]]
+    assert nodes[separation_input[1]]["id"] == source["soundtrack"]["id"]

@@ -29,6 +29,7 @@ MODEL_INPUTS = {
     ("InfiniteTalkModelLoader", "infinitetalk_model"): ("diffusion_models", "model_patches"),
     ("InfiniteTalkAudioEncoderLoader", "model_name"): ("wav2vec2", "audio_encoders"),
     ("InfiniteTalkSAM2Loader", "model"): ("sam2",),
+    ("InfiniteTalkVocalSeparation", "model_name"): ("diffusion_models", "vocal_separation"),
 }
 # What the frontend's Missing Models dialog downloads (MissingModelsWarning.vue: allowedSources/allowedSuffixes).
 DOWNLOAD_SOURCES = ("https://huggingface.co/", "https://civitai.com/")
