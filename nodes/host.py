@@ -161,3 +161,86 @@ def load_model(patcher) -> None:
     """Make sure a host-managed model (e.g. a CLIP vision patcher) is on its compute device."""
     if IN_COMFY:
         _mm.load_model_gpu(patcher)
+
+
+# -- VIDEO in and out (core's comfy_api VIDEO type; a path-backed stand-in outside ComfyUI) ---------------------
+
+class _FileVideo:
+    """Outside ComfyUI: the part of core's VideoFromFile our nodes use."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def get_stream_source(self):
+        return self.path
+
+
+def video_from_file(path: str):
+    """A core VIDEO (``VideoFromFile``) for the video file at ``path``."""
+    try:
+        from comfy_api.input_impl import VideoFromFile
+    except ImportError:  # tests, CLI
+        return _FileVideo(path)
+    return VideoFromFile(path)
+
+
+def video_source(video, name: str):
+    """Unwrap a core VIDEO for reading window by window: ('file', (path or binary file object, trim start s,
+    trim duration s)), or for a VIDEO made from frames in memory (core ``CreateVideo``): ('frames', (IMAGE
+    [N,H,W,3], fps)). A crop set on a newer core Load Video is not applied (the sampler's resolution crops)."""
+    try:
+        from comfy_api.input_impl import VideoFromComponents
+    except ImportError:  # tests, CLI
+        VideoFromComponents = ()
+    if not isinstance(video, VideoFromComponents):  # it would encode itself to memory to give a stream source
+        try:
+            source = video.get_stream_source()
+        except (AttributeError, ValueError, OSError, NotImplementedError):
+            source = None
+        if source is not None:
+            trim = getattr(video, "get_active_trim_window", None)  # newer core: Load Video start/duration
+            return "file", (source, *(trim() if trim else (0.0, 0.0)))
+    try:
+        components = video.get_components()
+    except AttributeError:
+        raise ValueError(f"{name}: expected a VIDEO (e.g. from the core Load Video node).") from None
+    return "frames", (components.images, float(components.frame_rate))
+
+
+def render_folders() -> tuple[str, str]:
+    """(where finished videos go, where render checkpoints go). In ComfyUI: its temp folder (served to the
+    browser, cleared when ComfyUI starts; SaveVideo copies what the user keeps) and
+    output/infinitetalk_checkpoints (checkpoints must survive a crash and restart)."""
+    if IN_COMFY:
+        videos, checkpoints = _fp.get_temp_directory(), os.path.join(_fp.get_output_directory(), "infinitetalk_checkpoints")
+    else:
+        import tempfile
+        base = os.environ.get("INFINITETALK_RENDER_DIR") or os.path.join(tempfile.gettempdir(), "infinitetalk")
+        videos, checkpoints = base, os.path.join(base, "checkpoints")
+    for folder in (videos, checkpoints):
+        os.makedirs(folder, exist_ok=True)
+    return videos, checkpoints
+
+
+def available_ram() -> int | None:
+    """Bytes of host RAM available for new allocations (Linux/macOS), None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def free_device_memory(device) -> int | None:
+    """Free bytes on a CUDA ``device`` (what the allocator could still get), None for other devices."""
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))

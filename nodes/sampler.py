@@ -6,19 +6,23 @@ import torch
 
 from ..pipeline.color import COLOUR_METHODS
 from ..pipeline.resolution import BUCKETS, target_size
-from ..pipeline.sampler.loop import Callbacks, Job, Settings, make_plan, run, validate
+from ..pipeline.sampler.loop import Callbacks, Job, Settings, make_plan, validate
+from ..pipeline.sampler.budget import estimate
 from ..pipeline.sampler.branches import NULL_AUDIO
 from ..pipeline.sampler.faithful import COLOUR_REFERENCES, describe
 from ..pipeline.sampler.guidance import branch_names
 from ..pipeline.sampler.prompts import ScheduledPrompt, window_prompts
 from ..pipeline.sampler.schedule import make_schedule
 from ..pipeline.sampler import step_cache
+from ..pipeline.sampler.step_cache import summary as cache_summary
 from ..pipeline.sampler.solvers import SOLVERS
-from ..pipeline.sampler.source import SOURCE_END, Source
+from ..pipeline.video.writer import DEFAULT_CRF
+from ..pipeline.window_plan import SOURCE_END
 from ..pipeline.speaker_masks import default_layout
 from . import host
 from .adapters import ComfyClipVision, ComfyVAE
 from .prompt_schedule import START_KEY, UNIT_KEY
+from .streaming import make_source, open_source, source_size, stream_render, wants_frames
 
 TEXT_LEN = 512
 RESOLUTIONS = [f"{b}p bucket" for b in BUCKETS] + ["custom width/height"]
@@ -102,11 +106,12 @@ def _schedule_line(prompts: list[ScheduledPrompt], plan) -> str:
 class InfiniteTalkSampler:
     CATEGORY = "InfiniteTalk/sampling"
     FUNCTION = "sample"
-    RETURN_TYPES = ("IMAGE", "AUDIO", "FLOAT")
-    RETURN_NAMES = ("frames", "audio", "fps")
+    RETURN_TYPES = ("IMAGE", "AUDIO", "FLOAT", "VIDEO")
+    RETURN_NAMES = ("frames", "audio", "fps", "video")
     OUTPUT_NODE = False
-    DESCRIPTION = ("Generates the lip-synced video window by window (official InfiniteTalk streaming loop). "
-                   "Connect frames/audio/fps to CreateVideo -> SaveVideo.")
+    DESCRIPTION = ("Generates the lip-synced video window by window (official InfiniteTalk streaming loop), "
+                   "streamed to an H.264 mp4 with the audio: connect video -> SaveVideo (any length, flat memory, "
+                   "resumes after Cancel). frames (IMAGE) holds the whole video in RAM, only when connected.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -121,7 +126,6 @@ class InfiniteTalkSampler:
                                                          "Unused when cfg = 1."}),
                 "audio_embeds": ("INFINITETALK_AUDIO_EMBEDS", {"tooltip": "Speech features from 'InfiniteTalk Audio Embeds'; "
                                                                          "the output has exactly the audio's length."}),
-                "source": ("IMAGE", {"tooltip": "The video frames to dub (V2V), or one image (I2V)."}),
                 "source_fps": ("FLOAT", {"default": 25.0, "min": 0.01, "max": 240.0, "step": 0.001,
                                          "tooltip": "Frame rate of the source video (GetVideoComponents' fps); reference frames "
                                                     "are taken by timestamp. Ignored for an image."}),
@@ -150,6 +154,20 @@ class InfiniteTalkSampler:
                                           "tooltip": "Frames of the previous window carried as motion latents (4k+1; 9 official)."}),
             },
             "optional": {
+                "source_video": ("VIDEO", {"tooltip": "The video to dub (core Load Video), read window by window: any "
+                                                      "length at flat memory. Connect this or source, not both."}),
+                "source": ("IMAGE", {"tooltip": "One image (I2V) or a short clip's frames (V2V); the whole clip sits "
+                                                "in RAM, so use source_video for videos. Connect this or source_video."}),
+                "continue_video": ("VIDEO", {"tooltip": "Continue this previous render (same window/motion_frames, the "
+                                                        "whole audio from its start): generation starts at its end "
+                                                        "from its last motion frames, as one long render would; the "
+                                                        "outputs hold the new part only."}),
+                "crf": ("INT", {"default": DEFAULT_CRF, "min": 0, "max": 51, "tooltip": "H.264 quality of the video "
+                                                                                         "output (lower = better, 0 = lossless luma; 17-23 usual)."}),
+                "resume": ("BOOLEAN", {"default": True, "tooltip": "Keep finished windows on disk "
+                                                                   "(output/infinitetalk_checkpoints) so that queueing the "
+                                                                   "same render after Cancel or a crash resumes at the "
+                                                                   "first unfinished window. Off: always start over."}),
                 "face_image": ("IMAGE", {"tooltip": "Optional close-up of the face: its CLIP tokens are appended to every window's."}),
                 "mask_1": ("MASK", {"tooltip": "Two speakers: region of speaker 1 (default: left half)."}),
                 "mask_2": ("MASK", {"tooltip": "Two speakers: region of speaker 2 (default: right half)."}),
@@ -184,22 +202,22 @@ class InfiniteTalkSampler:
                 "step_cache": (list(step_cache.METHODS), {"default": "off", "tooltip": "Skip the transformer on steps where it would change little, reusing its last change (TeaCache / MagCache / EasyCache with the published Wan 2.1 I2V 480p/720p tables). For 20+ steps; nothing to skip at 4-8 steps. The node reports how many model calls were skipped."}),
                 "cache_threshold": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 5.0, "step": 0.01, "tooltip": "Step cache threshold; 0 = the method's published default (TeaCache 0.2, MagCache 0.12, EasyCache 0.05). Higher skips more."}),
             },
-            "hidden": {"unique_id": "UNIQUE_ID"},
+            "hidden": {"unique_id": "UNIQUE_ID", "prompt": "PROMPT"},
         }
 
-    def sample(self, model, vae, clip_vision, positive, negative, audio_embeds, source, source_fps, steps, shift, cfg,
+    def sample(self, model, vae, clip_vision, positive, negative, audio_embeds, source_fps, steps, shift, cfg,
                audio_cfg, denoise, solver, seed, colour_correction, resolution, width, height, window, motion_frames,
+               source=None, source_video=None, continue_video=None, crf=DEFAULT_CRF, resume=True,
                face_image=None, mask_1=None, mask_2=None, source_end="hold", batch_branches=False, apg=False,
                apg_momentum=-0.75, apg_norm_threshold=55.0, audio_scale=1.0, official_exact=False,
                colour_reference=COLOUR_REFERENCES[1], colour_method=COLOUR_METHODS[0],
                two_speaker_null_audio=NULL_AUDIO[0], step_cache="off", cache_threshold=0.0,
-               unique_id=None):
+               unique_id=None, prompt=None):
         dit = _dit(model)
         if hasattr(dit, "interrupt"):  # a multi-GPU pool: Cancel while it waits for its workers
             dit.interrupt = host.throw_if_interrupted
-        if source.dim() != 4 or source.shape[0] < 1:
-            raise ValueError(f"source: expected IMAGE frames [N,H,W,3], got {tuple(source.shape)}.")
-        src_h, src_w = int(source.shape[1]), int(source.shape[2])
+        frames, video, source_fps = open_source(source, source_video, source_fps)
+        src_h, src_w = source_size(frames, video)
         custom = resolution == RESOLUTIONS[-1]
         if custom and not (width and height):
             raise ValueError("resolution 'custom width/height' needs width and height (multiples of 16).")
@@ -221,34 +239,54 @@ class InfiniteTalkSampler:
         prompts = _schedule(positive, text_dim)
         job = Job(context=_text(positive, "positive", text_dim), context_null=_text(negative, "negative", text_dim),
                   audio=audio_embeds,
-                  source=Source(source[..., :3], source_fps, fps, th, tw, source_end), settings=settings,
+                  source=make_source(frames, video, source_fps, fps, th, tw, source_end), settings=settings,
                   face=None if face_image is None else face_image[0, ..., :3],
                   speaker_layout=_layout(mask_1, mask_2, src_h, src_w) if two else None, prompts=prompts)
         validate(job)
         plan = make_plan(job)
         schedule = make_schedule(steps, shift, denoise)
-        mode = "I2V (image)" if job.source.is_image else f"V2V ({source.shape[0]} frames @ {source_fps:g} fps)"
+        mode = "I2V (image)" if job.source.is_image else (f"V2V ({job.source.num_frames} frames @ {source_fps:g} fps"
+                                                          f"{', streamed' if video is not None else ''})")
         info = "\n".join(_warnings(settings, model) + [
             f"{mode}; {'bucket' if not custom else 'custom'} {tw}x{th} (from {src_w}x{src_h}); "
             f"{len(plan.windows)} windows x {schedule.steps_run} of {steps} steps (denoise {denoise:g}, starting at "
             f"t={float(schedule.t[schedule.start]):.1f}), {solver}, {len(branch_names(cfg))} model calls per step",
             describe(settings, len(audio_embeds.speakers), job.source.is_image)]
             + ([_schedule_line(prompts, plan)] if prompts else []) + [plan.summary()])
+        keep = wants_frames(prompt, unique_id)
+        device = getattr(model, "device", None) or host.torch_device()
+        budget = estimate(windows=len(plan.windows), steps_run=schedule.steps_run, branches=len(branch_names(cfg)),
+                          frames=plan.num_frames, window=window, th=th, tw=tw, model=dit,
+                          batch_branches=batch_branches, keep_frames=keep,
+                          source_hw=None if video is None else (src_h, src_w))
+        host_free, device_free = host.available_ram(), host.free_device_memory(device)
+        info += "\n" + "\n".join(budget.lines(host_free, device_free))
         host.show_text(unique_id, info)
+        budget.check(host_free, device_free, batch_branches)
 
         bar = host.Progress(len(plan.windows) * schedule.steps_run, node_id=unique_id)
         callbacks = Callbacks(interrupt=host.throw_if_interrupted,
-                              progress=lambda done, total: bar.update(1),
+                              progress=lambda done, total: bar.update(done - bar.value),
                               preview=lambda k, frames: bar.update(0, preview=_preview(frames)),
                               release=host.soft_empty_cache)
-        with torch.inference_mode():
-            frames, audio, out_fps = run(dit, ComfyVAE(vae), ComfyClipVision(clip_vision), job,
-                                         device=getattr(model, "device", None) or host.torch_device(),
-                                         callbacks=callbacks)
-        if step_cache != "off":
-            info += "\n" + step_cache.summary(job.stats)
+        try:
+            with torch.inference_mode():
+                rendered, video_out = stream_render(
+                    dit, ComfyVAE(vae), ComfyClipVision(clip_vision), job, crf=crf, resume=resume, keep_frames=keep,
+                    key_parts={"model": dit, "model_report": getattr(model, "report", None),
+                               "vae": getattr(vae, "first_stage_model", repr(vae)),
+                               "clip_vision": getattr(clip_vision, "model", repr(clip_vision))},
+                    continue_video=continue_video, device=device, callbacks=callbacks, node_id=unique_id, info=info)
+        finally:
+            if video is not None:
+                video.close()
+        if rendered.resumed_at:
+            info += f"\nresumed at window {rendered.resumed_at + 1} (earlier windows from the checkpoint)"
+        if step_cache != "off":  # the input (a str) shadows the module here
+            info += "\n" + cache_summary(job.stats)
             host.show_text(unique_id, info)
-        return {"ui": {"text": [info]}, "result": (frames, audio, out_fps)}
+        out_frames = rendered.frames if keep else torch.zeros(1, th, tw, 3)
+        return {"ui": {"text": [info]}, "result": (out_frames, rendered.audio, rendered.fps, video_out)}
 
 
 NODE_CLASS_MAPPINGS = {"InfiniteTalkSampler": InfiniteTalkSampler}

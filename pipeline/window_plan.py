@@ -117,17 +117,23 @@ class WindowPlan:
         length = self.padded_lengths[speaker] if window.index >= self.end_window else self.audio_lengths[speaker]
         return window_audio_indices(window.start, self.window, length)
 
-    def window_audio(self, window_index: int, padded_embeddings: list[torch.Tensor]) -> torch.Tensor:
+    def window_audio(self, window_index: int, embeddings: list[torch.Tensor]) -> torch.Tensor:
         """Gather the model's audio input for a window.
 
-        padded_embeddings: per speaker [padded_length, ...] (from ``pad_embedding``).
-        Returns [n_speakers, F, 5, ...] in their dtype/device."""
-        for speaker, (emb, length) in enumerate(zip(padded_embeddings, self.padded_lengths)):
-            if emb.shape[0] != length:
+        embeddings: per speaker [padded_length, ...] (from ``pad_embedding``) or the embedding as given
+        [audio_length, ...]: its mirrored rows are then looked up in place (no padded copy of a long
+        video's embedding is ever made). Returns [n_speakers, F, 5, ...] in their dtype/device."""
+        rows = []
+        for speaker, emb in enumerate(embeddings):
+            length, padded = self.audio_lengths[speaker], self.padded_lengths[speaker]
+            index = self.audio_indices(window_index, speaker)
+            if emb.shape[0] == length != padded:
+                index = padded_source_index(length, padded)[index]
+            elif emb.shape[0] != padded:
                 raise WindowPlanError(f"speaker {speaker + 1}: embedding has {emb.shape[0]} rows, the plan expects "
-                                      f"{length}; pad it with pad_embedding(emb, plan.padded_lengths[{speaker}]).")
-        return torch.stack([emb[self.audio_indices(window_index, s).to(emb.device)]
-                            for s, emb in enumerate(padded_embeddings)])
+                                      f"{length} (as given) or {padded} (padded with pad_embedding).")
+            rows.append(emb[index.to(emb.device)])
+        return torch.stack(rows)
 
     def output_tags(self) -> torch.Tensor:
         """[num_frames, 2] int64 (window index, frame within that window) of every output frame."""
@@ -188,22 +194,37 @@ def frames_for_duration(duration_s: float, fps: float) -> int:
     return frames
 
 
-def source_frame_index(frame: int, fps: float, source_fps: float, source_frames: int | None = None) -> int:
-    """Source-video frame on screen at output frame ``frame`` (time frame/fps).
+SOURCE_END = ("hold", "pingpong")
+
+
+def source_frame_index(frame: int, fps: float, source_fps: float, source_frames: int | None = None,
+                       end: str = "hold") -> int:
+    """Source-video frame on screen at output frame ``frame`` (time frame/fps): THE rule every window
+    report, IMAGE source and streamed video source asks.
 
     Frame ``i`` of the source is shown during ``[i/source_fps, (i+1)/source_fps)``, so the index is
     floor(time * source_fps) (a timestamp within 1e-6 frame of a boundary counts as the later
-    frame, absorbing float error). Past the end of the source it is the last frame, as the
-    official decord lookup; a still image is a 1-frame source (always frame 0).
+    frame, absorbing float error). Past the end of a source of ``source_frames`` frames: ``end``
+    'hold' keeps the last frame (the official decord lookup), 'pingpong' plays it backwards and
+    forwards again (..., n-2, n-1, n-2, ..., 1, 0, 1, ...). A still image is a 1-frame source
+    (always frame 0); ``source_frames`` None = unknown length (no end rule).
     """
     if not math.isfinite(source_fps) or source_fps <= 0:
         raise WindowPlanError(f"source fps={source_fps!r}: the source video frame rate must be positive.")
+    if end not in SOURCE_END:
+        raise WindowPlanError(f"source_end={end!r}: must be one of {SOURCE_END}.")
     index = math.floor(frame * source_fps / fps + _TIME_EPS)
-    if source_frames is not None:
-        if source_frames < 1:
-            raise WindowPlanError(f"source frames={source_frames}: the source video has no frames.")
-        index = min(index, source_frames - 1)
-    return index
+    if source_frames is None:
+        return index
+    if source_frames < 1:
+        raise WindowPlanError(f"source frames={source_frames}: the source video has no frames.")
+    n = source_frames
+    if index < n:
+        return index
+    if end == "hold" or n == 1:
+        return n - 1
+    phase = index % (2 * n - 2)
+    return phase if phase < n else 2 * n - 2 - phase
 
 
 def window_audio_indices(start: int, window: int, length: int) -> torch.Tensor:
@@ -233,13 +254,15 @@ def pad_embedding(embedding: torch.Tensor, padded_length: int) -> torch.Tensor:
 
 def plan_windows(audio_lengths, *, window: int = 81, motion: int = 9, fps: float = 25.0,
                  num_frames: int | None = None, max_frames: int | None = None,
-                 source_fps: float | None = None, source_frames: int | None = None) -> WindowPlan:
+                 source_fps: float | None = None, source_frames: int | None = None,
+                 source_end: str = "hold") -> WindowPlan:
     """Plan the streaming windows for speaker embeddings of ``audio_lengths`` rows (1 row per frame).
 
     num_frames: output length (default: the longest speaker); e.g. AudioEmbeds.num_frames.
     max_frames: official ``max_frames_num`` cap (None: no cap; <= window: official clip mode).
     source_fps/source_frames: the source video for reference frames (default: same fps as
-        the output, unknown length; a still image is source_frames=1).
+        the output, unknown length; a still image is source_frames=1); source_end: 'hold' or
+        'pingpong' past its end (``source_frame_index``).
     """
     validate_settings(window, motion, fps)
     lengths = tuple(audio_lengths)
@@ -270,6 +293,7 @@ def plan_windows(audio_lengths, *, window: int = 81, motion: int = 9, fps: float
         keep_stop = max(keep_start, min(window, out_len - start))
         windows.append(Window(index=k, start=start, end=start + window, motion_frames=1 if k == 0 else motion,
                               keep_start=keep_start, keep_stop=keep_stop, ref_time_s=start / fps,
-                              ref_frame=source_frame_index(start, fps, source_fps, source_frames)))
+                              ref_frame=source_frame_index(start, fps, source_fps, source_frames,
+                                                                   source_end)))
     return WindowPlan(window=window, motion=motion, fps=float(fps), audio_lengths=lengths, padded_lengths=padded,
                       num_frames=out_len, end_window=end_window, windows=tuple(windows))

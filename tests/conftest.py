@@ -13,3 +13,11 @@ if PACK not in sys.modules:
     _spec.loader.exec_module(_module)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _render_dir(tmp_path, monkeypatch):
+    """The sampler node writes its videos and render checkpoints under the test's own folder."""
+    monkeypatch.setenv("INFINITETALK_RENDER_DIR", str(tmp_path / "renders"))

@@ -60,8 +60,11 @@ def test_registered_with_tooltips_everywhere():
 
 def test_node_outputs_frames_audio_fps_for_create_video():
     out = InfiniteTalkSampler().sample(**_inputs())
-    frames, audio, fps = out["result"]
+    frames, audio, fps, video_out = out["result"]
     assert frames.shape == (30, 16, 32, 3) and fps == 25.0
+    import av
+    with av.open(video_out.get_stream_source()) as c:  # the streamed mp4: same frames, same audio span
+        assert c.streams.video[0].frames == 30 and (c.streams.video[0].width, c.streams.video[0].height) == (32, 16)
     assert audio["waveform"].shape == (1, 1, round(30 / 25 * 16000)) and audio["sample_rate"] == 16000
     text = out["ui"]["text"][0]
     assert "32x16" in text and "window" in text
@@ -114,3 +117,41 @@ def test_core_vae_adapter_normalises_like_the_official_wrapper():
     vae = CoreLikeVAE()
     frames = video(5, 16, 16)
     torch.testing.assert_close(ComfyVAE(vae).encode(frames), vae.codec.encode(frames), atol=1e-5, rtol=0)
+
+
+def test_streamed_video_source_frames_only_when_connected_and_the_budget(tmp_path):
+    """source_video (a VIDEO file) gives the same render as its frames as IMAGE; the IMAGE output is filled only
+    when a node of the prompt reads it; the report names windows, forwards and memory before the first step."""
+    from test_video_stream import _decode_all, _write_video
+    from infinitetalk_lipsync.nodes import host
+    from infinitetalk_lipsync.pipeline.sampler.budget import Budget
+    path = tmp_path / "clip.mp4"
+    _write_video(path, frames=40, fps=30, size=(24, 40))
+    node = InfiniteTalkSampler()
+    image = node.sample(**_inputs(source=_decode_all(path)))["result"]
+    kw = _inputs(source=None, source_video=host.video_from_file(str(path)))
+    streamed = node.sample(**kw)
+    assert torch.equal(streamed["result"][0], image[0])
+    text = streamed["ui"]["text"][0]
+    assert "streamed" in text and "model forwards" in text and "host RAM added" in text
+    unused = node.sample(**kw, unique_id="7", prompt={"8": {"inputs": {"video": ["7", 3]}}})
+    assert unused["result"][0].shape[0] == 1 and "frames output" not in unused["ui"]["text"][0]
+    with pytest.raises(ValueError, match="exactly one"):
+        node.sample(**_inputs(source_video=host.video_from_file(str(path))))
+    big = Budget(windows=1, forwards=2, frames=10, host_window_bytes=1, host_frames_bytes=2 ** 34, weight_bytes=0,
+                 activation_bytes=2 ** 31)
+    with pytest.raises(ValueError, match="disconnect the frames"):
+        big.check(host_free=2 ** 33, device_free=None, batch_branches=False)
+    with pytest.raises(ValueError, match="batch_branches off"):
+        big.check(host_free=None, device_free=2 ** 30, batch_branches=True)
+
+
+def test_continue_video_renders_the_rest_of_the_audio():
+    node = InfiniteTalkSampler()
+    first = node.sample(**_inputs(audio_embeds=audio_embeds([29])))["result"][3]  # windows end at 17, 29, 41...
+    out = node.sample(**_inputs(audio_embeds=audio_embeds([50]), continue_video=first))
+    frames, audio, _, video_out = out["result"]
+    assert frames.shape[0] == 50 - 29 and audio["waveform"].shape[-1] == round(21 / 25 * 16000)
+    with pytest.raises(ValueError, match="end of a window"):
+        node.sample(**_inputs(audio_embeds=audio_embeds([50]), continue_video=node.sample(
+            **_inputs(audio_embeds=audio_embeds([30])))["result"][3]))

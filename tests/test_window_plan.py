@@ -129,10 +129,13 @@ def test_window_audio_indices_clamp():
     assert window_audio_indices(10, 5, 12)[-1].tolist() == [11, 11, 11, 11, 11]
 
 
-def test_window_audio_rejects_unpadded_embedding():
+def test_window_audio_mirrors_an_unpadded_embedding_in_place_and_rejects_other_lengths():
     plan = plan_windows([100])
+    emb = torch.randn(100, 2)
+    for k in range(len(plan.windows)):  # the same rows as from the padded copy, which a long video never makes
+        assert torch.equal(plan.window_audio(k, [emb]), plan.window_audio(k, [pad_embedding(emb, plan.padded_lengths[0])]))
     with pytest.raises(WindowPlanError, match="pad_embedding"):
-        plan.window_audio(0, [torch.zeros(100, 2)])
+        plan.window_audio(0, [torch.zeros(99, 2)])
 
 
 @pytest.mark.parametrize("frames,windows,generated", [(175, 3, 225), (425, 6, 441), (153, 2, 153), (50, 1, 81)])

@@ -25,7 +25,7 @@ import torch
 from ..audio.embeds import AudioEmbeds
 from ..color import COLOUR_METHODS
 from ..speaker_masks import latent_masks
-from ..window_plan import WindowPlan, pad_embedding, plan_windows
+from ..window_plan import WindowPlan, plan_windows
 from .branches import NULL_AUDIO, WindowInputs, predict
 from .colour_reference import ColourCorrection
 from .faithful import COLOUR_REFERENCES, active_choices
@@ -107,8 +107,12 @@ class Job:
 
 @dataclass
 class WindowResult:
+    """index: the window; frames [n_kept, H, W, 3] float32 0..1 on CPU (its output frames); state: what the
+    NEXT window needs from this one (``motion_frames`` [m,H,W,3] CPU), to checkpoint or continue from."""
+
     index: int
-    frames: torch.Tensor  # [n_kept, H, W, 3] float32 0..1 on CPU (the window's output frames)
+    frames: torch.Tensor
+    state: dict = field(default_factory=dict)
 
 
 def window_seed(seed: int, index: int) -> int:
@@ -120,7 +124,7 @@ def make_plan(job: Job) -> WindowPlan:
     s, a = job.settings, job.audio
     return plan_windows([int(e.shape[0]) for e in a.speakers], window=s.window, motion=s.motion, fps=float(a.fps),
                         num_frames=int(a.num_frames), source_fps=job.source.source_fps,
-                        source_frames=job.source.frames.shape[0])
+                        source_frames=job.source.num_frames, source_end=s.source_end)
 
 
 def validate(job: Job) -> None:
@@ -154,15 +158,18 @@ def _y(codec, reference: torch.Tensor, frames: int) -> torch.Tensor:
 
 
 def sample(model, codec, clip_encoder, job: Job, device: torch.device | str = "cpu",
-           callbacks: Callbacks | None = None) -> Iterator[WindowResult]:
-    """Generate the video window by window (a generator of each window's kept frames)."""
+           callbacks: Callbacks | None = None, start: int = 0, state: dict | None = None) -> Iterator[WindowResult]:
+    """Generate the video window by window (a generator of each window's kept frames).
+
+    start/state: begin at window ``start`` with the ``state`` window ``start - 1`` returned (resume,
+    continue); windows depend on each other only through it, so the result equals an uninterrupted run."""
     validate(job)
     cb = callbacks or Callbacks()
     s, src, audio = job.settings, job.source, job.audio
     plan = make_plan(job)
     schedule = make_schedule(s.steps, s.shift, s.denoise)
     total = len(plan.windows) * schedule.steps_run
-    padded = [pad_embedding(e.float(), n) for e, n in zip(audio.speakers, plan.padded_lengths)]
+    padded = [e.float() for e in audio.speakers]  # window_audio mirrors the end in place (no padded copy)
     th, tw = src.th, src.tw
     masks = None
     if len(padded) == 2:
@@ -172,10 +179,10 @@ def sample(model, codec, clip_encoder, job: Job, device: torch.device | str = "c
     colour = ColourCorrection(choices.colour_reference, choices.colour_method, s.colour_strength, src, plan)
     texts = WindowTexts(job.context, job.prompts, plan, device)
     context_null = job.context_null.float()[None].to(device)
-    motion_frames = None
-    done = 0
+    motion_frames = None if state is None else state["motion_frames"]
+    done = start * schedule.steps_run
     reference_index = clip_fea = y = None
-    for window in plan.windows:
+    for window in plan.windows[start:]:
         reference = src.frames_at([window.start])[0]
         if src.index(window.start) != reference_index:  # an image (or a held last frame) conditions alike
             reference_index = src.index(window.start)
@@ -200,7 +207,7 @@ def sample(model, codec, clip_encoder, job: Job, device: torch.device | str = "c
         kept = frames[window.keep_start:window.keep_stop]
         cb.preview(window.index, kept)
         cb.release()
-        yield WindowResult(window.index, kept)
+        yield WindowResult(window.index, kept, {"motion_frames": motion_frames})
 
 
 def _denoise(model, inputs: WindowInputs, z_mot: torch.Tensor, source_latent: torch.Tensor | None,

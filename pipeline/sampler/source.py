@@ -1,8 +1,8 @@
 """The source video (or image) as the loop sees it: frames looked up by output-frame timestamp.
 
 Output frame ``f`` (at the audio's fps) shows source frame ``floor(f/fps * source_fps)`` (window_plan's
-``source_frame_index``), so 24/30/60 fps sources stay in sync. Past the end of a shorter source:
-``hold`` keeps the last frame, ``pingpong`` plays it backwards and forwards again.
+``source_frame_index``, the one owner of that rule, also for hold/ping-pong past the end), so
+24/30/60 fps sources stay in sync.
 A one-frame source is an image (I2V): every lookup gives it.
 """
 from __future__ import annotations
@@ -10,9 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..resolution import resize_and_crop
-from ..window_plan import source_frame_index
-
-SOURCE_END = ("hold", "pingpong")
+from ..window_plan import SOURCE_END, source_frame_index
 
 
 class Source:
@@ -28,19 +26,16 @@ class Source:
         self.frames, self.source_fps, self.fps, self.th, self.tw, self.end = frames, float(source_fps), float(fps), th, tw, end
 
     @property
+    def num_frames(self) -> int:
+        return self.frames.shape[0]
+
+    @property
     def is_image(self) -> bool:
-        return self.frames.shape[0] == 1
+        return self.num_frames == 1
 
     def index(self, frame: int) -> int:
         """Source frame index shown at output frame ``frame``."""
-        n = self.frames.shape[0]
-        i = source_frame_index(frame, self.fps, self.source_fps)
-        if i < n:
-            return i
-        if self.end == "hold" or n == 1:
-            return n - 1
-        phase = i % (2 * n - 2)  # ..., n-2, n-1, n-2, ..., 1, 0, 1, ...
-        return phase if phase < n else 2 * n - 2 - phase
+        return source_frame_index(frame, self.fps, self.source_fps, self.num_frames, self.end)
 
     def frames_at(self, frames: range | list[int]) -> torch.Tensor:
         """[len, th, tw, 3] float32 0..1: the cropped source frames shown at the given output frames."""

@@ -1,0 +1,97 @@
+"""The sampler node's video plumbing: the source as IMAGE frames or a streamed VIDEO file, the render streamed
+to an mp4 (returned as core VIDEO) with resume and continue, the frames output only when something uses it,
+and the progress text with an ETA. Host objects (VIDEO) are unwrapped through ``host``."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from ..pipeline.sampler.loop import Job, make_plan
+from ..pipeline.sampler.resume import Checkpoints, render_key
+from ..pipeline.sampler.source import Source
+from ..pipeline.video.reader import VideoFile, VideoSource
+from ..pipeline.video.render import continue_state, render
+from . import host
+
+
+def open_source(source, source_video, source_fps: float):
+    """(frames [N,H,W,3] or None, VideoFile or None, fps) from exactly one of the IMAGE and VIDEO inputs."""
+    if (source is None) == (source_video is None):
+        raise ValueError("source / source_video: connect exactly one: source_video (a VIDEO from Load Video, "
+                         "streamed window by window: any length) or source (IMAGE: one image or a short clip).")
+    if source is not None:
+        if source.dim() != 4 or source.shape[0] < 1:
+            raise ValueError(f"source: expected IMAGE frames [N,H,W,3], got {tuple(source.shape)}.")
+        return source[..., :3], None, float(source_fps)
+    kind, value = host.video_source(source_video, "source_video")
+    if kind == "frames":
+        return value[0][..., :3], None, value[1]
+    video = VideoFile(*value)
+    return None, video, float(video.fps)
+
+
+def make_source(frames, video, source_fps, fps, th, tw, end):
+    if video is not None:
+        return VideoSource(video, fps, th, tw, end)
+    return Source(frames, source_fps, fps, th, tw, end)
+
+
+def source_size(frames, video) -> tuple[int, int]:
+    return (int(frames.shape[1]), int(frames.shape[2])) if video is None else (video.height, video.width)
+
+
+def wants_frames(prompt, unique_id) -> bool:
+    """Whether any node of the queued prompt reads this node's IMAGE output (index 0). Outside a prompt
+    (tests, scripts) the frames are returned."""
+    if not isinstance(prompt, dict) or unique_id is None:
+        return True
+    for node in prompt.values():
+        for value in (node.get("inputs") or {}).values():
+            if isinstance(value, list) and len(value) == 2 and str(value[0]) == str(unique_id) and value[1] == 0:
+                return True
+    return False
+
+
+def continue_from(continue_video, job: Job):
+    """(start window, state) to continue the render of ``continue_video`` (see ``render.continue_state``)."""
+    if continue_video is None:
+        return 0, None
+    plan = make_plan(job)
+    kind, value = host.video_source(continue_video, "continue_video")
+    if kind == "frames":
+        frames = value[0][..., :3]
+        return continue_state(plan, frames.shape[0], frames[-plan.motion:], job.source.th, job.source.tw)
+    video = VideoFile(*value)
+    try:
+        n = video.num_frames
+        last = torch.stack([torch.from_numpy(video.frame(i)) / 255.0 for i in range(max(0, n - plan.motion), n)])
+    finally:
+        video.close()
+    return continue_state(plan, n, last, job.source.th, job.source.tw)
+
+
+def _eta(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def stream_render(dit, codec, clip_encoder, job: Job, *, key_parts: dict, crf: int, resume: bool, keep_frames: bool,
+                  continue_video, device, callbacks, node_id, info: str):
+    """Render to an mp4 in the host's video folder; returns (Rendered, VIDEO)."""
+    start, state = continue_from(continue_video, job)
+    key = render_key(job=job, crf=crf, start=start, continued=state, **key_parts)
+    videos, checkpoints = host.render_folders()
+    path = os.path.join(videos, f"infinitetalk_{key[:16]}.mp4")
+    times = []
+
+    def on_window(index, total, seconds):
+        times.append(seconds)
+        left = total - index - 1
+        host.show_text(node_id, f"{info}\nwindow {index + 1}/{total} done in {seconds:.1f} s; "
+                                f"ETA {_eta(left * sum(times) / len(times))}")
+
+    rendered = render(dit, codec, clip_encoder, job, path, Checkpoints(checkpoints, key), crf=crf, resume=resume,
+                      keep_frames=keep_frames, device=device, callbacks=callbacks, start=start, state=state,
+                      on_window=on_window)
+    return rendered, host.video_from_file(path)

@@ -1,0 +1,115 @@
+"""A whole render streamed to a video file: windows from the sampler loop go straight to H.264 segments
+on disk, checkpointed for resume, then joined with the audio into one mp4. Host memory holds one window
+(plus the optional IMAGE output the caller asks for), whatever the video's length.
+
+Resume: with ``resume`` on, a render whose checkpoint folder (``sampler/resume.Checkpoints``) holds
+finished windows continues at the first unfinished one; the file equals an uninterrupted render's.
+Continue: ``start``/``state`` begin at a later window with the motion frames of a previous video (the
+caller builds them with ``continue_state``), exactly as that window of one long render would.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..resolution import resize_and_crop
+from ..sampler.loop import Callbacks, Job, make_plan, sample
+from ..sampler.resume import Checkpoints
+from ..window_plan import WindowPlan
+from .audio_track import trim_to_frames
+from .writer import DEFAULT_CRF, assemble, encode_segment
+
+
+@dataclass
+class Rendered:
+    """path: the mp4; frames: [n,H,W,3] float32 (None unless asked for); audio: AUDIO dict of the same span;
+    fps; first_frame: the output frame the file starts at (0, or where a continued render starts);
+    resumed_at: the window the render (re)started at; seconds_per_window: wall time of each computed window."""
+
+    path: str
+    frames: torch.Tensor | None
+    audio: dict
+    fps: float
+    first_frame: int
+    resumed_at: int
+    seconds_per_window: list[float]
+
+
+def continue_state(plan: WindowPlan, previous_frames: int, last: torch.Tensor, th: int, tw: int) -> tuple[int, dict]:
+    """(window to start at, its state) to continue a render whose first ``previous_frames`` output frames
+    exist; last: [>=m,H,W,3] float 0..1, the previous video's last frames (any size: cover-resized to the
+    output). The previous video must end where a window of this plan ends (as a render with the same
+    window/motion settings does), so the next window's motion frames are exactly its last m frames."""
+    m, stride = plan.motion, plan.stride
+    k, rest = divmod(previous_frames - m, stride)
+    ends = [w.end for w in plan.windows[:-1]]
+    if previous_frames <= m or rest or k >= len(plan.windows):
+        raise ValueError(f"continue_video: it has {previous_frames} frames; a render continues from the end of a "
+                         f"window ({', '.join(map(str, ends[:6]))}{', ...' if len(ends) > 6 else ''} frames with "
+                         f"window {plan.window}, motion {m}) and before the end of the audio ({plan.num_frames} "
+                         f"frames). Use the same window/motion_frames as the previous render and the whole audio "
+                         f"from the start of the previous video.")
+    if last.shape[0] < m:
+        raise ValueError(f"continue_video: needs its last {m} frames, got {last.shape[0]}.")
+    motion = last[-m:].float()
+    if tuple(motion.shape[1:3]) != (th, tw):
+        motion = resize_and_crop(motion, th, tw)
+    return k, {"motion_frames": motion}
+
+
+def render(model, codec, clip_encoder, job: Job, path: str, checkpoints: Checkpoints, *, crf: int = DEFAULT_CRF,
+           resume: bool = True, keep_frames: bool = False, device="cpu", callbacks: Callbacks | None = None,
+           start: int = 0, state: dict | None = None,
+           on_window: Callable[[int, int, float], None] = lambda index, total, seconds: None) -> Rendered:
+    """Render ``job`` into the mp4 ``path``; see the module docstring. on_window(index, windows, seconds)
+    after each computed window (progress text / ETA)."""
+    plan = make_plan(job)
+    fps = float(job.audio.fps)
+    first = plan.windows[start].output_start
+    resumed_at, saved = checkpoints.load() if resume else (0, None)
+    if saved is None or resumed_at < start:
+        resumed_at, saved = start, state
+        checkpoints.start()
+    segments = [w.index for w in plan.windows[:resumed_at] if w.index >= start and w.kept]
+    num_frames = plan.num_frames - first
+    frames = torch.empty(num_frames, job.source.th, job.source.tw, 3) if keep_frames else None
+    if frames is not None and segments:  # windows rendered before an interruption: read back from their files
+        _read_segments(frames, [checkpoints.segment(k) for k in segments], job.source.th, job.source.tw)
+    timings = []
+    clock = time.perf_counter()
+    if resumed_at < len(plan.windows):
+        for result in sample(model, codec, clip_encoder, job, device, callbacks, start=resumed_at, state=saved):
+            window = plan.windows[result.index]
+            if window.kept:
+                encode_segment(checkpoints.segment(window.index), result.frames, fps, crf)
+                segments.append(window.index)
+                if frames is not None:
+                    at = window.output_start - first
+                    frames[at:at + window.kept] = result.frames
+            checkpoints.commit(window.index + 1, segments, result.state)
+            now = time.perf_counter()
+            timings.append(now - clock)
+            clock = now
+            on_window(window.index, len(plan.windows), timings[-1])
+    waveform, rate = trim_to_frames(job.audio, fps, num_frames, first)
+    assemble(path, [checkpoints.segment(k) for k in segments], fps, num_frames, (waveform, rate))
+    checkpoints.remove()
+    return Rendered(path=path, frames=frames, audio={"waveform": waveform[None], "sample_rate": rate}, fps=fps,
+                    first_frame=first, resumed_at=resumed_at, seconds_per_window=timings)
+
+
+def _read_segments(frames: torch.Tensor, paths: list[str], th: int, tw: int) -> None:
+    """Decode finished segments into the start of ``frames`` (their H.264 frames, not the lossless ones)."""
+    from .reader import VideoFile
+    at = 0
+    for path in paths:
+        video = VideoFile(path)
+        try:
+            for i in range(video.num_frames):
+                frames[at] = torch.from_numpy(video.frame(i)) / 255.0
+                at += 1
+        finally:
+            video.close()
