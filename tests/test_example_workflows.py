@@ -76,7 +76,7 @@ def test_templates_browser_thumbnail(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_sampler_settings_fit_the_lightx2v_lora(name):
     """The workflows use the lightx2v step-distill LoRA, so the sampler runs its settings (4 steps, cfg 1 = two model
-    calls per step, audio cfg 2), and the sampler's own audio and fps go to CreateVideo (exact audio length)."""
+    calls per step, audio cfg 2), and the video saved is the sampler's own (exact audio length)."""
     workflow = wc.load(FOLDER / f"{name}.json")
     (lora,) = _nodes(workflow, "InfiniteTalkLoRA")
     assert "lightx2v" in lora["widgets_values"][0]
@@ -86,9 +86,15 @@ def test_sampler_settings_fit_the_lightx2v_lora(name):
     settings = _values(workflow, sampler)
     assert (settings["steps"], settings["cfg"], settings["audio_cfg"], settings["denoise"]) == (4, 1.0, 2.0, 1.0)
     assert settings["seed"] == 42 and sampler["widgets_values"][settings_index(sampler, "seed") + 1] == "fixed"
-    (create,) = _nodes(workflow, "CreateVideo")
-    assert _source_of(workflow, create, "audio") == (sampler, 1)
-    assert _source_of(workflow, create, "fps") == (sampler, 2)
+    (save,) = _nodes(workflow, "SaveVideo")
+    if name.startswith("InfiniteTalk face-only"):  # frames are pasted into the source first
+        (create,) = _nodes(workflow, "CreateVideo")
+        assert _source_of(workflow, create, "audio") == (sampler, 1)
+        assert _source_of(workflow, create, "fps") == (sampler, 2)
+        assert _source_of(workflow, save, "video") == (create, 0)
+    else:  # the sampler's own mp4, written window by window with the trimmed original sound
+        assert _source_of(workflow, save, "video") == (sampler, 3)
+        assert not _nodes(workflow, "CreateVideo")
     (embeds,) = _nodes(workflow, "InfiniteTalkAudioEmbeds")
     assert _values(workflow, embeds)["fps"] == 25.0
 
@@ -197,3 +203,11 @@ def test_v2v_lips_follow_the_separated_voice_and_the_video_keeps_the_full_mix():
     assert source["soundtrack"]["type"] == "LoadAudio"
     separation_input = links[source["audio"]["inputs"][0]["link"]]
     assert nodes[separation_input[1]]["id"] == source["soundtrack"]["id"]
+
+
+def test_v2v_streams_the_video_in_and_out():
+    """Long dubs stay flat in memory: the sampler reads Load Video's VIDEO itself (no IMAGE of the whole video)."""
+    workflow = wc.load(FOLDER / "InfiniteTalk V2V dubbing.json")
+    (sampler,), (load,) = _nodes(workflow, "InfiniteTalkSampler"), _nodes(workflow, "LoadVideo")
+    assert _source_of(workflow, sampler, "source_video") == (load, 0)
+    assert not _nodes(workflow, "GetVideoComponents")
