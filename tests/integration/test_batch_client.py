@@ -1,0 +1,241 @@
+"""The batch client (python -m client.batch) against real ComfyUI servers started here: two of the ComfyUI the
+harness finds (COMFYUI_PATH), plus one per path in COMFYUI_EXTRA_PATHS (os.pathsep-separated; e.g. 0.3.64
+beside 0.8.0). The workflow is the shipped API export example_workflows/api/infinitetalk_v2v_dubbing.json with
+its heavy loaders swapped for the tiny stand-ins (the sampler test's stub nodes, the golden tiny DiT), titles
+kept, so the client patches it by title exactly as a user's run would.
+
+- a batch of jobs split over the servers gives one mp4 per job, as many frames as its audio lasts (25 fps);
+- running the same command again skips every job and queues nothing;
+- a job naming a missing model is reported without being queued;
+- a server killed mid-batch: its job is re-queued and every job completes on the others.
+"""
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import golden
+from comfyui_harness import ComfyServer, ComfyUINotFound, comfyui_python, find_comfyui
+
+av = pytest.importorskip("av")
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+WORKFLOW = ROOT / "example_workflows" / "api" / "infinitetalk_v2v_dubbing.json"
+AUDIO_SECONDS = [0.4, 0.56, 0.72, 0.88, 0.48]  # 10, 14, 18, 22, 12 frames at 25 fps (one or two 17-frame windows)
+
+
+def _write_video(path: Path, shade: int, frames: int = 8, size: int = 32) -> None:
+    with av.open(str(path), "w") as c:
+        stream = c.add_stream("libx264", rate=25)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for i in range(frames):
+            img = np.full((size, size, 3), shade, np.uint8)
+            img[8:24, 8:24, 1] = (40 * i) % 256
+            c.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        c.mux(stream.encode())
+
+
+def _write_wav(path: Path, seconds: float, rate: int = 16000) -> None:
+    t = np.arange(int(round(seconds * rate))) / rate
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate)
+        w.writeframes((0.3 * 32767 * np.sin(2 * np.pi * 220 * t)).astype(np.int16).tobytes())
+
+
+def _tiny(prompt: dict, text_dim: int) -> dict:
+    """The example's heavy loaders -> tiny stand-ins, keeping every node title and link."""
+    out = {}
+    for node_id, node in prompt.items():
+        kind, inputs, meta = node["class_type"], dict(node["inputs"]), node["_meta"]
+        if kind in ("CLIPLoader", "InfiniteTalkAudioEncoderLoader"):
+            continue
+        if kind == "CLIPTextEncode":
+            node = {"class_type": "ITTestConditioning", "inputs": {"seed": int(node_id), "dim": text_dim}}
+        elif kind == "CLIPVisionLoader":
+            node = {"class_type": "ITTestTinyClipVision", "inputs": {}}
+        elif kind == "VAELoader":
+            node = {"class_type": "ITTestRandomWanVAE", "inputs": {}}
+        elif kind == "InfiniteTalkAudioEmbeds":
+            node = {"class_type": "ITTestAudioEmbeds", "inputs": {"audio": inputs["audio"], "seconds": 60.0}}
+        else:
+            if kind == "InfiniteTalkModelLoader":
+                inputs.update(model="it_batch_base.safetensors", infinitetalk_model="it_batch_infinitetalk.safetensors",
+                              base_precision="fp32")
+            elif kind == "InfiniteTalkLoRA":
+                inputs["lora"] = "it_batch_lora.safetensors"
+            elif kind == "InfiniteTalkSampler":
+                inputs.update(steps=1, resolution="custom width/height", width=16, height=16, window=17,
+                              motion_frames=5)
+            node = {"class_type": kind, "inputs": inputs}
+        out[node_id] = {**node, "_meta": meta}
+    return out
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    """Started servers with the stub nodes and tiny model files; always stopped."""
+    try:
+        comfyuis = [find_comfyui()] * 2
+    except ComfyUINotFound as e:
+        pytest.skip(str(e))
+    comfyuis += [Path(p) for p in os.environ.get("COMFYUI_EXTRA_PATHS", "").split(os.pathsep) if p]
+    import loading_files as lf
+    base_sd, audio_sd = lf.split(lf.reference())
+    previous = os.environ.get("IT_STUB_GOLDEN_DIR")
+    os.environ["IT_STUB_GOLDEN_DIR"] = str(golden.golden_dir())  # read by the stub nodes in the servers
+    servers = []
+    for i, comfyui in enumerate(comfyuis):
+        base = tmp_path_factory.mktemp(f"batch_server{i}")
+        (base / "custom_nodes").mkdir(parents=True)
+        (base / "custom_nodes" / "it_sampler_stubs").symlink_to(HERE / "sampler_stub_nodes", target_is_directory=True)
+        for folder in ("diffusion_models", "loras"):
+            (base / "models" / folder).mkdir(parents=True)
+        lf.write_st(base_sd, base / "models/diffusion_models/it_batch_base.safetensors", prefix="model.diffusion_model.")
+        lf.write_st(audio_sd, base / "models/diffusion_models/it_batch_infinitetalk.safetensors")
+        lf.lora_file(base_sd, base / "models/loras/it_batch_lora.safetensors")
+        servers.append(ComfyServer(comfyui, base, comfyui_python(comfyui)))
+    errors = []
+
+    def start(server):
+        try:
+            server.start()
+        except Exception as e:  # noqa: BLE001 (reported below, with the server's log)
+            errors.append(e)
+
+    threads = [threading.Thread(target=start, args=(s,)) for s in servers]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+        if previous is None:
+            os.environ.pop("IT_STUB_GOLDEN_DIR", None)
+        else:
+            os.environ["IT_STUB_GOLDEN_DIR"] = previous
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory, fleet):
+    """The tiny workflow, media and a jobs file of len(AUDIO_SECONDS) jobs."""
+    folder = tmp_path_factory.mktemp("batch_work")
+    prompt = json.loads(WORKFLOW.read_text())
+    workflow = folder / "tiny_v2v.json"
+    workflow.write_text(json.dumps(_tiny(prompt, golden.case("a_dit_tiny")["config"]["text_dim"])))
+    media = folder / "media"
+    media.mkdir()
+    rows = ["id,source,audio,seed,prompt"]
+    for i, seconds in enumerate(AUDIO_SECONDS):
+        _write_video(media / f"clip{i % 2}.mp4", 60 + 80 * (i % 2))
+        _write_wav(media / f"speech{i}.wav", seconds)
+        rows.append(f"job{i},media/clip{i % 2}.mp4,media/speech{i}.wav,{i},a person talking {i}")
+    jobs = folder / "jobs.csv"
+    jobs.write_text("\n".join(rows) + "\n")
+    return folder, workflow, jobs
+
+
+def _client(servers, workflow, jobs, out, timeout=600):
+    command = [sys.executable, "-m", "client.batch", "--workflow", str(workflow), "--jobs", str(jobs),
+               "--out", str(out)]
+    for server in servers:
+        command += ["--server", server.url]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return done.returncode, done.stderr + done.stdout
+
+
+def _frames(path: Path) -> int:
+    with av.open(str(path)) as c:
+        return sum(1 for _ in c.decode(video=0))
+
+
+def _manifest(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+def _history_size(server) -> int:
+    return len(server.get("/history"))
+
+
+def test_batch_over_servers_gives_one_mp4_per_job_of_the_audio_length(fleet, work):
+    folder, workflow, jobs = work
+    code, log = _client(fleet, workflow, jobs, folder / "out")
+    assert code == 0, log
+    records = _manifest(folder / "out")
+    done = {r["job"]: r for r in records if r["state"] == "done"}
+    assert sorted(done) == [f"job{i}" for i in range(len(AUDIO_SECONDS))], log
+    for i, seconds in enumerate(AUDIO_SECONDS):
+        video = folder / "out" / f"job{i}.mp4"
+        assert done[f"job{i}"]["outputs"] == [f"job{i}.mp4"]
+        assert _frames(video) == round(seconds * 25), (video, log)
+    used = {r["server"] for r in done.values()}
+    assert len(used) >= 2, f"all jobs ran on {used}:\n{log}"
+    assert f"done {len(AUDIO_SECONDS)}" in log
+
+
+def test_second_run_skips_everything(fleet, work):
+    folder, workflow, jobs = work
+    before = [_history_size(s) for s in fleet]
+    code, log = _client(fleet, workflow, jobs, folder / "out")
+    assert code == 0, log
+    assert f"skipped {len(AUDIO_SECONDS)}" in log and "done 0" in log, log
+    assert [_history_size(s) for s in fleet] == before  # nothing queued
+
+
+def test_job_naming_a_missing_model_is_reported_not_queued(fleet, work):
+    folder, workflow, _ = work
+    jobs = folder / "bad.jsonl"
+    jobs.write_text(json.dumps({"id": "bad", "source": "media/clip0.mp4", "audio": "media/speech0.wav",
+                                "InfiniteTalk Model Loader.model": "no_such_model.safetensors"}) + "\n")
+    before = [_history_size(s) for s in fleet]
+    code, log = _client(fleet, workflow, jobs, folder / "out_bad")
+    assert code == 1, log
+    assert "bad" in log and "no_such_model.safetensors" in log and "not queued" in log, log
+    assert [r["state"] for r in _manifest(folder / "out_bad")] == ["invalid"]
+    assert [_history_size(s) for s in fleet] == before
+
+
+def test_killing_a_server_mid_batch_moves_its_job_to_another(fleet, work):
+    folder, workflow, jobs = work
+    victim, others = fleet[0], fleet[1:]
+    killed = threading.Event()
+
+    def kill_when_busy():
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not killed.is_set():
+            try:
+                if victim.get("/queue")["queue_running"]:
+                    victim.stop()
+                    killed.set()
+                    return
+            except OSError:
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=kill_when_busy, daemon=True)
+    watcher.start()
+    code, log = _client(fleet, workflow, jobs, folder / "out_kill")
+    watcher.join(5)
+    assert killed.is_set(), log
+    assert code == 0, log
+    records = _manifest(folder / "out_kill")
+    victim_name = victim.url.split("://")[1]
+    assert any(r["state"] == "requeued" and r["server"] == victim_name for r in records), log
+    done = {r["job"]: r for r in records if r["state"] == "done"}
+    assert sorted(done) == [f"job{i}" for i in range(len(AUDIO_SECONDS))], log
+    assert all(r["server"] != victim_name for r in done.values()), log
+    for i, seconds in enumerate(AUDIO_SECONDS):
+        assert _frames(folder / "out_kill" / f"job{i}.mp4") == round(seconds * 25)
+    assert others  # the remaining servers did the work
