@@ -129,7 +129,7 @@ class Progress:
         if r.maximum:
             if r.sampler and r.steps and r.maximum % r.steps == 0:
                 windows = r.maximum // r.steps
-                window = min(windows, r.value // r.steps + 1)
+                window = min(windows, max(0, r.value - 1) // r.steps + 1)  # value = steps completed
                 step = r.value - (window - 1) * r.steps
                 where += f": window {window}/{windows} step {step}/{r.steps}"
             else:
