@@ -207,6 +207,20 @@ def test_job_naming_a_missing_model_is_reported_not_queued(fleet, work):
     assert [_history_size(s) for s in fleet] == before
 
 
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "example_workflows").glob("*.json")))
+def test_api_exports_equal_the_conversion_with_the_servers_definitions(fleet, name):
+    """The exports are made offline (our INPUT_TYPES + a copy of core's definitions); a live server's
+    /object_info gives the same nodes, inputs and links."""
+    sys.path.insert(0, str(ROOT))
+    from client.ui_to_api import ui_to_api
+    ui = json.loads((ROOT / "example_workflows" / f"{name}.json").read_text())
+    stored = json.loads((ROOT / "example_workflows" / "api" / f"{name}.json").read_text())
+    for server in fleet[:1] + fleet[2:]:  # one per ComfyUI version
+        live = ui_to_api(ui, server.object_info())
+        assert {k: (v["class_type"], v["inputs"]) for k, v in live.items()} == \
+            {k: (v["class_type"], v["inputs"]) for k, v in stored.items()}
+
+
 def test_killing_a_server_mid_batch_moves_its_job_to_another(fleet, work):
     folder, workflow, all_jobs = work
     jobs = folder / "two.csv"  # one job per server: the victim's job must finish elsewhere
@@ -242,3 +256,4 @@ def test_killing_a_server_mid_batch_moves_its_job_to_another(fleet, work):
     for i, seconds in enumerate(AUDIO_SECONDS[:2]):
         assert _frames(folder / "out_kill" / f"job{i}.mp4") == round(seconds * 25)
     assert {r["server"] for r in done.values()} <= {s.url.split("://")[1] for s in others}
+
