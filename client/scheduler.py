@@ -51,6 +51,7 @@ class Batch:
         self._inflight: dict[str, tuple] = {}  # job id -> (server, prompt id)
         self._uploads: dict[tuple, str] = {}
         self._cond = threading.Condition()
+        self._active = 0  # worker threads still running
 
     # ---- before anything is queued
     def _server_workflows(self) -> dict:
@@ -119,12 +120,11 @@ class Batch:
         """Run every planned job; returns {job id: Result}. KeyboardInterrupt cancels what is in flight."""
         threads = [threading.Thread(target=self._worker, args=(s,), name=f"batch-{s.name}", daemon=True)
                    for s in self.live]
+        self._active = len(threads)
         for t in threads:
             t.start()
         try:
-            while any(t.is_alive() for t in threads):
-                for t in threads:
-                    t.join(0.2)
+            self._wait_workers(None)
         except KeyboardInterrupt:
             self.progress.log("interrupted: cancelling the jobs in flight (Ctrl-C again to quit at once)")
             self.stop.set()
@@ -134,8 +134,7 @@ class Batch:
             for server, prompt_id in inflight:
                 if prompt_id:
                     server.cancel(prompt_id)
-            for t in threads:
-                t.join(15)
+            self._wait_workers(15)
         with self._cond:
             for plan in self._pending:  # left over: Ctrl-C, or every server able to run it died
                 if self.stop.is_set():
@@ -145,6 +144,13 @@ class Batch:
             self._pending.clear()
         self.progress.close()
         return self.results
+
+    def _wait_workers(self, timeout: float | None) -> None:
+        # Counted here rather than Thread.join: a join interrupted by Ctrl-C can report a live thread as finished.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._active and (deadline is None or time.monotonic() < deadline):
+                self._cond.wait(0.2)
 
     def _take(self, server):
         with self._cond:
@@ -161,16 +167,21 @@ class Batch:
 
     def _worker(self, server) -> None:
         client_id = uuid.uuid4().hex
-        while (plan := self._take(server)) is not None:
-            try:
-                self._run(server, client_id, plan)
-            except ServerDown as e:
-                self._server_died(server, plan, str(e))
-                return
-            finally:
-                with self._cond:
-                    self._inflight.pop(plan.job.id, None)
-                    self._cond.notify_all()
+        try:
+            while (plan := self._take(server)) is not None:
+                try:
+                    self._run(server, client_id, plan)
+                except ServerDown as e:
+                    self._server_died(server, plan, str(e))
+                    return
+                finally:
+                    with self._cond:
+                        self._inflight.pop(plan.job.id, None)
+                        self._cond.notify_all()
+        finally:
+            with self._cond:
+                self._active -= 1
+                self._cond.notify_all()
 
     def _server_died(self, server, plan: _Plan, error: str) -> None:
         job = plan.job

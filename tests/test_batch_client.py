@@ -260,7 +260,7 @@ class FakeServer:
 
     def __init__(self, name, object_info, error=None):
         self.name, self.info, self.error = name, object_info, error
-        self.queued, self.uploads, self.dead = [], [], False
+        self.queued, self.uploads, self.cancelled, self.dead = [], [], [], False
         self.started = threading.Event()
         self.hold = threading.Event()
         self.hold.set()
@@ -292,7 +292,11 @@ class FakeServer:
         on_event("executing", {"node": sampler, "prompt_id": prompt_id})
         on_event("progress", {"value": 1, "max": 2, "prompt_id": prompt_id})
         self.started.set()
-        self.hold.wait(10)
+        for _ in range(200):
+            if self.hold.wait(0.05) or should_stop():
+                break
+        if should_stop():
+            return {}
         self._check()
         if self.error:
             raise JobFailed(self.error)
@@ -304,7 +308,7 @@ class FakeServer:
         dest.write_bytes(b"mp4 from " + self.name.encode())
 
     def cancel(self, prompt_id):
-        pass
+        self.cancelled.append(prompt_id)
 
 
 @pytest.fixture
@@ -415,3 +419,32 @@ def test_progress_shows_window_and_step_of_the_sampler():
     progress.end("j", "done")
     fraction, _ = progress.overall()
     assert fraction == 0.5
+
+
+def test_a_ui_workflow_is_converted_with_each_servers_definitions(batch_setup):
+    info, jobs, make, tmp = batch_setup
+    a = FakeServer("a:1", info)
+    manifest = Manifest(tmp / "out/manifest.jsonl")
+    ui = json.loads((ROOT / "example_workflows" / "infinitetalk_v2v_dubbing.json").read_text())
+    run = Batch([a], ui, jobs[:1], tmp / "out", manifest, Progress(1, io.StringIO()))
+    run.plan()
+    assert run.run()["j0"].state == "done"
+    queued = a.queued[0]
+    assert {k: v["class_type"] for k, v in queued.items()} == {k: v["class_type"] for k, v in _api("v2v_dubbing").items()}
+    assert next(n for n in queued.values() if n["class_type"] == "LoadVideo")["inputs"]["file"] == "up-c0.mp4"
+
+
+def test_ctrl_c_cancels_the_running_jobs_and_leaves_the_manifest_consistent(batch_setup):
+    import _thread
+    info, jobs, make, tmp = batch_setup
+    a = FakeServer("a:1", info)
+    a.hold.clear()
+    run = make([a], jobs[:2])
+    threading.Thread(target=lambda: (a.started.wait(10), _thread.interrupt_main()), daemon=True).start()
+    results = run.run()
+    assert run.stop.is_set() and set(a.cancelled) == {"a:1-1"}
+    assert [r.state for r in results.values()] == ["cancelled", "cancelled"] and len(a.queued) == 1
+    records = Manifest(tmp / "out/manifest.jsonl").latest
+    assert records["j0"]["state"] == "cancelled" and "j1" not in records
+    again = make([FakeServer("a:1", info)], jobs[:2]).run()  # the next run does both
+    assert [r.state for r in again.values()] == ["done", "done"]
