@@ -90,7 +90,7 @@ def main(argv=None, stream=None) -> int:
     for job in jobs:
         job.overrides = {**dict(args.set), **job.overrides}
     manifest = Manifest(args.manifest or args.out / "manifest.jsonl")
-    servers = [Server(url, timeout=args.timeout) for url in args.server]
+    servers = [Server(url, timeout=args.timeout) for url in dict.fromkeys(args.server)]
     batch = None
     progress = Progress(len(jobs), stream, live_servers=lambda: len(batch.live) if batch else len(servers))
     batch = Batch(servers, workflow, jobs, args.out, manifest, progress, prefix=args.prefix)

@@ -91,21 +91,23 @@ class Batch:
             if missing := job.missing_files():
                 self._fail(job, "not queued: " + "; ".join(missing), invalid=True)
                 continue
-            prompts, reasons = {}, []
+            prompts, reasons = {}, {}  # problems text -> servers that report it
             for server in self.live:
                 try:
                     prompt, media = apply(workflows[server.name], job, self.prefix)
                 except PatchError as e:
-                    reasons = [str(e)]
+                    reasons = {str(e): []}
                     break
                 found = validate.problems(prompt, self._object_info[server.name],
                                           skip={(node, key) for node, key, _ in media})
                 if found:
-                    reasons.append(f"{server.name}: " + "; ".join(found))
+                    reasons.setdefault("; ".join(found), []).append(server.name)
                 else:
                     prompts[server.name] = (prompt, media)
             if not prompts:
-                self._fail(job, "not queued: " + " | ".join(reasons), invalid=True)
+                text = " | ".join(f"{', '.join(names)}: {why}" if names and len(self.live) > 1 else why
+                                  for why, names in reasons.items())
+                self._fail(job, "not queued: " + text, invalid=True)
                 continue
             self._pending.append(_Plan(job, fp, prompts))
 
@@ -174,6 +176,8 @@ class Batch:
                 except ServerDown as e:
                     self._server_died(server, plan, str(e))
                     return
+                except Exception as e:  # noqa: BLE001 (a client bug or an odd answer: this job fails, the batch goes on)
+                    self._fail(plan.job, f"{type(e).__name__}: {e}", server=server.name)
                 finally:
                     with self._cond:
                         self._inflight.pop(plan.job.id, None)
