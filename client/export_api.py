@@ -1,7 +1,7 @@
 """Regenerate the API-format exports of the example workflows: ``python -m client.export_api``.
 
-example_workflows/<name>.json (UI format, shown in the Templates browser) -> example_workflows/api/<name>.json
-(what the editor's "Export (API)" writes, plus our role titles: "Source video", "Audio", "Prompt", ...; see
+example_workflows/<Name>.json (UI format, shown in the Templates browser) -> example_workflows/api/<name>.json,
+the name in lower case with "_" for spaces and punctuation (what the editor's "Export (API)" writes, plus our role titles: "Source video", "Audio", "Prompt", ...; see
 client/roles.py). ComfyUI lists only ``example_workflows/*.json`` as templates, never sub-folders (0.3.64, 0.8.0
 and 0.38 alike), so api/ is not offered as UI workflows.
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import re
 import sys
 import urllib.request
 from pathlib import Path
@@ -65,6 +66,11 @@ def examples() -> list[Path]:
     return sorted(EXAMPLES.glob("*.json"))
 
 
+def api_path(ui_path: Path) -> Path:
+    """example_workflows/InfiniteTalk V2V dubbing.json -> example_workflows/api/infinitetalk_v2v_dubbing.json"""
+    return API_DIR / (re.sub(r"[^a-z0-9]+", "_", ui_path.stem.lower()).strip("_") + ".json")
+
+
 def export(workflow: dict, specs: dict) -> dict:
     prompt = ui_to_api(workflow, specs)
     for node_id, title in role_titles(prompt).items():
@@ -80,7 +86,7 @@ def stale(specs: dict) -> list[str]:
     """Example names whose API export is missing or differs from a fresh conversion."""
     out = []
     for path in examples():
-        target = API_DIR / path.name
+        target = api_path(path)
         fresh = render(export(json.loads(path.read_text(encoding="utf-8")), specs))
         if not target.exists() or target.read_text(encoding="utf-8") != fresh:
             out.append(path.stem)
@@ -115,10 +121,10 @@ def main(argv=None) -> int:
         return 1 if names else 0
     API_DIR.mkdir(exist_ok=True)
     for path in examples():
-        (API_DIR / path.name).write_text(render(export(json.loads(path.read_text(encoding="utf-8")), specs)),
-                                         encoding="utf-8")
-    for old in sorted(set(p.name for p in API_DIR.glob("*.json")) - set(p.name for p in examples())):
-        (API_DIR / old).unlink()  # its UI workflow was removed or renamed
+        api_path(path).write_text(render(export(json.loads(path.read_text(encoding="utf-8")), specs)),
+                                  encoding="utf-8")
+    for old in sorted(set(API_DIR.glob("*.json")) - {api_path(p) for p in examples()}):
+        old.unlink()  # its UI workflow was removed or renamed
     print(f"wrote {len(examples())} API workflows to {API_DIR.relative_to(ROOT)} ({', '.join(names) or 'none'} changed)")
     return 0
 

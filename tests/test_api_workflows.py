@@ -14,6 +14,14 @@ from client import export_api, roles  # noqa: E402
 from client.ui_to_api import VIRTUAL, widget_slots  # noqa: E402
 
 EXAMPLES = sorted(p.stem for p in (ROOT / "example_workflows").glob("*.json"))
+
+
+def _ui(name):
+    return _load(ROOT / "example_workflows" / f"{name}.json")
+
+
+def _api(name):
+    return _load(export_api.api_path(ROOT / "example_workflows" / f"{name}.json"))
 HINT = "the API export is stale: run `python -m client.export_api` and commit example_workflows/api/"
 
 
@@ -28,21 +36,22 @@ def _load(path):
 
 def test_every_ui_example_has_an_api_export_and_nothing_else():
     assert EXAMPLES
-    assert sorted(p.stem for p in export_api.API_DIR.glob("*.json")) == EXAMPLES, HINT
+    expected = sorted(export_api.api_path(ROOT / "example_workflows" / f"{n}.json") for n in EXAMPLES)
+    assert sorted(export_api.API_DIR.glob("*.json")) == expected, HINT
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_api_export_is_what_the_converter_writes(specs, name):
-    expected = export_api.render(export_api.export(_load(ROOT / "example_workflows" / f"{name}.json"), specs))
-    assert (export_api.API_DIR / f"{name}.json").read_text(encoding="utf-8") == expected, HINT
+    expected = export_api.render(export_api.export(_ui(name), specs))
+    target = export_api.api_path(ROOT / "example_workflows" / f"{name}.json")
+    assert target.read_text(encoding="utf-8") == expected, HINT
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_api_export_has_the_ui_nodes_widgets_and_links(specs, name):
     """Checked against the UI file directly (not through the converter): every executable node, each widget value
     by name, each link as [origin id, origin slot]."""
-    ui = _load(ROOT / "example_workflows" / f"{name}.json")
-    api = _load(export_api.API_DIR / f"{name}.json")
+    ui, api = _ui(name), _api(name)
     nodes = {n["id"]: n for n in ui["nodes"]}
     executable = {str(i) for i, n in nodes.items() if n["type"] not in VIRTUAL and n.get("mode", 0) == 0}
     assert set(api) == executable, HINT
@@ -62,10 +71,11 @@ def test_api_export_has_the_ui_nodes_widgets_and_links(specs, name):
 
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_inputs_a_script_changes_are_found_by_title(name):
-    api = _load(export_api.API_DIR / f"{name}.json")
+    api = _api(name)
     titles = {n["_meta"]["title"]: n["class_type"] for n in api.values()}
-    source = "Source image" if "i2v" in name else "Source video"
-    assert titles[source] == ("LoadImage" if "i2v" in name else "LoadVideo")
+    i2v = "i2v" in name.lower()
+    source = "Source image" if i2v else "Source video"
+    assert titles[source] == ("LoadImage" if i2v else "LoadVideo")
     assert titles["Audio"] == "LoadAudio" and titles["Prompt"] == "CLIPTextEncode"
     assert titles["InfiniteTalk Sampler"] == "InfiniteTalkSampler" and titles["Save Video"] == "SaveVideo"
     assert len(titles) == len(api), "titles are unique"

@@ -213,8 +213,9 @@ def test_api_exports_equal_the_conversion_with_the_servers_definitions(fleet, na
     /object_info gives the same nodes, inputs and links."""
     sys.path.insert(0, str(ROOT))
     from client.ui_to_api import ui_to_api
+    from client.export_api import api_path
     ui = json.loads((ROOT / "example_workflows" / f"{name}.json").read_text())
-    stored = json.loads((ROOT / "example_workflows" / "api" / f"{name}.json").read_text())
+    stored = json.loads(api_path(ROOT / "example_workflows" / f"{name}.json").read_text())
     for server in fleet[:1] + fleet[2:]:  # one per ComfyUI version
         live = ui_to_api(ui, server.object_info())
         assert {k: (v["class_type"], v["inputs"]) for k, v in live.items()} == \
