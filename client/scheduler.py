@@ -142,7 +142,8 @@ class Batch:
                 if self.stop.is_set():
                     self.results[plan.job.id].state = "cancelled"
                 else:
-                    self._fail(plan.job, "no server left to run it (" + "; ".join(plan.attempts) + ")")
+                    why = "; ".join(plan.attempts) or "the servers that could run it stopped answering"
+                    self._fail(plan.job, f"no server left to run it ({why})")
             self._pending.clear()
         self.progress.close()
         return self.results
@@ -244,7 +245,7 @@ class Batch:
                 ws.close()
             if self.stop.is_set():
                 server.cancel(prompt_id)
-                result.state = "cancelled"
+                result.state, result.server = "cancelled", server.name
                 self.manifest.record(job.id, "cancelled", server=server.name, prompt_id=prompt_id)
                 self.progress.end(job.id, "cancelled")
                 return
