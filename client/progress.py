@@ -59,6 +59,8 @@ class Progress:
             if job in self.running:
                 r = self.running[job]
                 r.node, r.sampler, r.value, r.maximum = title, is_sampler, 0, 0
+                if is_sampler and r.sampling_since is None:
+                    r.sampling_since = time.monotonic()
                 self._draw()
 
     def step(self, job: str, value: int, maximum: int) -> None:
@@ -67,8 +69,6 @@ class Progress:
             if r is None:
                 return
             r.value, r.maximum = value, maximum
-            if r.sampler and r.sampling_since is None:
-                r.sampling_since = time.monotonic()
             if not self.tty and r.sampler and maximum:
                 quarter = int(4 * value / maximum)
                 if quarter > r.reported:
