@@ -28,6 +28,7 @@ av = pytest.importorskip("av")
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 WORKFLOW = ROOT / "example_workflows" / "api" / "infinitetalk_v2v_dubbing.json"
+WORKFLOW_I2V = ROOT / "example_workflows" / "api" / "infinitetalk_i2v.json"
 AUDIO_SECONDS = [0.4, 0.56, 0.72, 0.88]  # 10, 14, 18, 22 frames at 25 fps (one or two 17-frame windows)
 
 
@@ -144,6 +145,8 @@ def work(tmp_path_factory, fleet):
         rows.append(f"job{i},media/clip{i % 2}.mp4,media/speech{i}.wav,{i},a person talking {i}")
     jobs = folder / "jobs.csv"
     jobs.write_text("\n".join(rows) + "\n")
+    i2v = json.loads(WORKFLOW_I2V.read_text())
+    (folder / "tiny_i2v.json").write_text(json.dumps(_tiny(i2v, golden.case("a_dit_tiny")["config"]["text_dim"])))
     return folder, workflow, jobs
 
 
@@ -205,6 +208,24 @@ def test_job_naming_a_missing_model_is_reported_not_queued(fleet, work):
     assert "bad" in log and "no_such_model.safetensors" in log and "not queued" in log, log
     assert [r["state"] for r in _manifest(folder / "out_bad")] == ["invalid"]
     assert [_history_size(s) for s in fleet] == before
+
+
+def test_i2v_job_with_a_face_image(fleet, work):
+    """An image source and a face close-up: the client wires a 'Face image' LoadImage into the sampler."""
+    from PIL import Image
+    folder, _, _ = work
+    Image.fromarray(np.full((32, 32, 3), 120, np.uint8)).save(folder / "media" / "portrait.png")
+    Image.fromarray(np.full((24, 24, 3), 200, np.uint8)).save(folder / "media" / "face.png")
+    jobs = folder / "i2v.jsonl"
+    jobs.write_text(json.dumps({"id": "portrait", "image": "media/portrait.png", "audio": "media/speech0.wav",
+                                "face": "media/face.png", "size": "16x16"}) + "\n")
+    code, log = _client(fleet[:1], folder / "tiny_i2v.json", jobs, folder / "out_i2v")
+    assert code == 0, log
+    (record,) = [r for r in _manifest(folder / "out_i2v") if r["state"] == "done"]
+    assert _frames(folder / "out_i2v" / "portrait.mp4") == round(AUDIO_SECONDS[0] * 25)
+    prompt = fleet[0].get(f"/history/{record['prompt_id']}")[record["prompt_id"]]["prompt"][2]
+    face = next(n for n in prompt.values() if n.get("_meta", {}).get("title") == "Face image")
+    assert face["class_type"] == "LoadImage" and face["inputs"]["image"].startswith("face-")
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "example_workflows").glob("*.json")))
