@@ -73,7 +73,7 @@ class Server:
 
     # ---- HTTP
     def _request(self, path: str, body=None, headers=None, timeout=None, raw=False):
-        data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+        data = json.dumps(body).encode() if isinstance(body, (dict, list)) else body
         request = urllib.request.Request(self.url + path, data=data,
                                          headers=headers or ({"Content-Type": "application/json"} if data else {}))
         try:
@@ -105,10 +105,19 @@ class Server:
                 f"--{boundary}\r\nContent-Disposition: form-data; name=\"type\"\r\n\r\ninput\r\n"
                 f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{name}\"\r\n"
                 f"Content-Type: application/octet-stream\r\n\r\n").encode()
-        body = head + Path(path).read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+        tail = f"\r\n--{boundary}--\r\n".encode()
+
+        def body():  # streamed: a long video is never held in memory
+            yield head
+            with open(path, "rb") as f:
+                while block := f.read(1 << 20):
+                    yield block
+            yield tail
+
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}",
+                   "Content-Length": str(len(head) + Path(path).stat().st_size + len(tail))}
         try:
-            answer = self._request("/upload/image", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"},
-                                   timeout=max(self.timeout, 600))
+            answer = self._request("/upload/image", body(), headers, timeout=max(self.timeout, 600))
         except urllib.error.HTTPError as e:
             raise JobFailed(f"upload of {path.name} refused: HTTP {e.code} {e.read()[:300]!r}") from None
         return f"{answer['subfolder']}/{answer['name']}" if answer.get("subfolder") else answer["name"]
