@@ -79,8 +79,7 @@ class Batch:
         workflows = self._server_workflows()
         for job in self.jobs:
             result = self.results[job.id]
-            first = next(iter(workflows.values()), self.workflow)
-            fp = fingerprint(job.describe(), first, [job.source, job.audio, job.face])
+            fp = fingerprint(job.describe(), self.workflow, [job.source, job.audio, job.face])
             if (done := self.manifest.finished(job.id, fp)) is not None:
                 result.state, result.outputs, result.server = "skipped", done.get("outputs", []), done.get("server", "")
                 self.progress.end(job.id, "skipped", "done earlier: " + ", ".join(result.outputs))
@@ -109,6 +108,8 @@ class Batch:
                                   for why, names in reasons.items())
                 self._fail(job, "not queued: " + text, invalid=True)
                 continue
+            for why, names in reasons.items():
+                self.progress.log(f"{job.id}: not on {', '.join(names)} ({why})")
             self._pending.append(_Plan(job, fp, prompts))
 
     def _fail(self, job: Job, error: str, invalid: bool = False, **fields) -> None:
