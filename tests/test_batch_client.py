@@ -448,3 +448,12 @@ def test_ctrl_c_cancels_the_running_jobs_and_leaves_the_manifest_consistent(batc
     assert records["j0"]["state"] == "cancelled" and "j1" not in records
     again = make([FakeServer("a:1", info)], jobs[:2]).run()  # the next run does both
     assert [r.state for r in again.values()] == ["done", "done"]
+
+
+def test_a_job_runs_only_on_servers_that_have_its_models(batch_setup):
+    info, jobs, make, _ = batch_setup
+    poor = copy.deepcopy(info)
+    poor["InfiniteTalkModelLoader"]["input"]["required"]["model"][0] = []
+    a, b = FakeServer("a:1", poor), FakeServer("b:1", info)
+    results = make([a, b], jobs[:2]).run()
+    assert all(r.state == "done" and r.server == "b:1" for r in results.values()) and not a.queued
