@@ -205,7 +205,8 @@ def _denoise(model, inputs: WindowInputs, z_mot: torch.Tensor, source_latent: to
 
 def run(model, codec, clip_encoder, job: Job, device: torch.device | str = "cpu",
         callbacks: Callbacks | None = None) -> tuple[torch.Tensor, dict, float]:
-    """The whole video: (frames [num_frames,H,W,3] float32 0..1, AUDIO dict trimmed to the same duration, fps)."""
+    """The whole video: (frames [num_frames,H,W,3] float32 0..1, AUDIO dict of the original sound trimmed to the
+    frames (AudioEmbeds.output_sound), fps)."""
     validate(job)  # before planning, as sample() does, so bad settings give the same error
     plan = make_plan(job)
     # Each window's frames go straight to their place: the video is never held twice (list + concatenation).
@@ -213,10 +214,5 @@ def run(model, codec, clip_encoder, job: Job, device: torch.device | str = "cpu"
     for result in sample(model, codec, clip_encoder, job, device, callbacks):
         window = plan.windows[result.index]
         frames[window.output_start:window.output_start + window.kept] = result.frames
-    audio = job.audio
-    fps = float(audio.fps)
-    samples = round(frames.shape[0] / fps * audio.sample_rate)
-    waveform = audio.waveform[..., :samples]
-    if waveform.shape[-1] < samples:
-        waveform = torch.nn.functional.pad(waveform, (0, samples - waveform.shape[-1]))
-    return frames, {"waveform": waveform[None].float(), "sample_rate": int(audio.sample_rate)}, fps
+    waveform, rate = job.audio.output_sound(frames.shape[0])
+    return frames, {"waveform": waveform[None].float(), "sample_rate": rate}, float(job.audio.fps)
