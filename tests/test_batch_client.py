@@ -29,7 +29,8 @@ API = ROOT / "example_workflows" / "api"
 
 
 def _api(name):
-    return json.loads((API / f"infinitetalk_{name}.json").read_text())
+    (path,) = API.glob(f"*{name}*.json")  # file names follow the UI workflows' names
+    return json.loads(path.read_text())
 
 
 def _files(tmp_path, *names):
@@ -394,7 +395,7 @@ def test_execution_errors_fail_the_job_with_the_servers_text(batch_setup):
 
 def test_cli_reports_bad_input_with_exit_status_2(tmp_path):
     stream = io.StringIO()
-    code = batch.main(["--server", "http://127.0.0.1:9", "--workflow", str(API / "infinitetalk_i2v.json"),
+    code = batch.main(["--server", "http://127.0.0.1:9", "--workflow", str(next(API.glob("*i2v*.json"))),
                        "--jobs", str(tmp_path / "none.csv"), "--out", str(tmp_path / "out")], stream=stream)
     assert code == 2 and "jobs file not found" in stream.getvalue()
 
@@ -403,7 +404,7 @@ def test_cli_with_no_reachable_server_fails_every_job(tmp_path):
     _files(tmp_path, "a.png", "b.wav")
     (tmp_path / "jobs.csv").write_text("source,audio\na.png,b.wav\n")
     stream = io.StringIO()
-    code = batch.main(["--server", "http://127.0.0.1:9", "--workflow", str(API / "infinitetalk_i2v.json"),
+    code = batch.main(["--server", "http://127.0.0.1:9", "--workflow", str(next(API.glob("*i2v*.json"))),
                        "--jobs", str(tmp_path / "jobs.csv"), "--out", str(tmp_path / "out"), "--timeout", "2"],
                       stream=stream)
     assert code == 1 and "no server reachable" in stream.getvalue()
@@ -425,7 +426,7 @@ def test_a_ui_workflow_is_converted_with_each_servers_definitions(batch_setup):
     info, jobs, make, tmp = batch_setup
     a = FakeServer("a:1", info)
     manifest = Manifest(tmp / "out/manifest.jsonl")
-    ui = json.loads((ROOT / "example_workflows" / "infinitetalk_v2v_dubbing.json").read_text())
+    ui = json.loads(next((ROOT / "example_workflows").glob("*[vV]2[vV]*.json")).read_text())
     run = Batch([a], ui, jobs[:1], tmp / "out", manifest, Progress(1, io.StringIO()))
     run.plan()
     assert run.run()["j0"].state == "done"

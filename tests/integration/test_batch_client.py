@@ -27,8 +27,8 @@ from comfyui_harness import ComfyServer, ComfyUINotFound, comfyui_python, find_c
 av = pytest.importorskip("av")
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-WORKFLOW = ROOT / "example_workflows" / "api" / "infinitetalk_v2v_dubbing.json"
-WORKFLOW_I2V = ROOT / "example_workflows" / "api" / "infinitetalk_i2v.json"
+WORKFLOW = next((ROOT / "example_workflows" / "api").glob("*v2v*.json"))
+WORKFLOW_I2V = next((ROOT / "example_workflows" / "api").glob("*i2v*.json"))
 AUDIO_SECONDS = [0.4, 0.56, 0.72, 0.88]  # 10, 14, 18, 22 frames at 25 fps (one or two 17-frame windows)
 
 
