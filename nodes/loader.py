@@ -53,9 +53,12 @@ class InfiniteTalkModelLoader:
                                                       "the official one; fp16 for GPUs without bf16; fp32 for debugging."}),
                 "fp8_mode": (list(FP8_MODES), {"tooltip": "fp8 weights only: up-cast per layer (exact, any GPU) or "
                                                "fp8 matmul with per-token activation scales (compute capability "
-                                               "8.9+; H100 480p: on par with bf16 eager, 2.72 vs 3.02 s per step "
-                                               "with torch_compile)."}),
-                "attention": (list(BACKENDS), {"tooltip": "Attention kernel; sdpa works everywhere."}),
+                                               "8.9+: RTX 40xx/50xx, H100). See the README's speed table."}),
+                "attention": (list(BACKENDS), {"default": "auto", "tooltip": "Attention kernel. auto: "
+                               "FlashAttention-3 on Hopper (H100/H200) when installed (pip install fa3-fwd), else "
+                               "sdpa (works everywhere). fa3_fp8: FA3 in fp8 with exact smoothing (Hopper, fastest, "
+                               "within 1e-2 of bf16). int8: comfy-kitchen INT8 attention for RTX 30xx/40xx. sage: "
+                               "SageAttention. A missing kernel falls back to sdpa with a warning."}),
                 "blocks_to_swap": ("INT", {"default": 0, "min": 0, "max": 40, "tooltip": "Transformer blocks kept "
                                            "in CPU RAM and streamed to the GPU while the previous block computes "
                                            "(0 = all on GPU; 20 saves ~half the VRAM of the weights, 40 the most)."}),
@@ -65,8 +68,8 @@ class InfiniteTalkModelLoader:
                 "lora_mode": (list(LORA_MODES), {"tooltip": "Float weights: bake LoRAs in at load (default) or keep "
                                                  "them separate. GGUF and fp8 weights always apply them on the fly."}),
                 "torch_compile": ("BOOLEAN", {"default": False, "tooltip": "torch.compile the transformer blocks "
-                                  "(needs Triton). H100 480p: bf16 3.14 -> 3.02 s per step, fp8 matmul 3.21 -> "
-                                  "2.72 s; the first step at a new size compiles for ~25 s. Not with blocks_to_swap."}),
+                                  "(needs Triton); works with blocks_to_swap. Fuses the element-wise work around the "
+                                  "matmuls; the first step at a new size compiles for ~25 s."}),
             },
         }
 
@@ -78,9 +81,6 @@ class InfiniteTalkModelLoader:
 
     def load(self, model, infinitetalk_model, base_precision, fp8_mode, attention, blocks_to_swap, lora=None,
              lora_mode="merge into weights (fast)", torch_compile=False):
-        if torch_compile and blocks_to_swap:
-            raise ValueError("torch_compile and blocks_to_swap > 0 do not combine yet (the swap streams weights "
-                             "inside each block): set blocks_to_swap to 0 or torch_compile to false.")
         device, offload = host.torch_device(), host.offload_device()
         # Everything to RAM first; the memory manager moves the resident part to the GPU when it is needed.
         dit, report = load_dit(host.model_path(FOLDER, model), host.model_path(FOLDER, infinitetalk_model),

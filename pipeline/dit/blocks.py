@@ -22,7 +22,8 @@ class BlockInputs:
     speaker_masks: [3, N_h*N_w] compute-dtype token masks and lrope_rows: int64 [b], the batch
     rows with 2 speakers (L-RoPE); both None when no row has 2 speakers;
     grid: (N_t, N_h, N_w); image_tokens: CLIP tokens at the start of ``context`` (257 per image);
-    backend: attention back-end name; audio_scale: weight of the audio cross-attention residual (1 = trained).
+    backend: self-attention back-end name; cross_backend: the cross-attentions' (exact) back-end;
+    audio_scale: weight of the audio cross-attention residual (1 = trained).
     """
     rope: torch.Tensor
     context: torch.Tensor
@@ -33,6 +34,7 @@ class BlockInputs:
     image_tokens: int
     backend: str
     audio_scale: float = 1.0
+    cross_backend: str = "sdpa"
 
 
 class SelfAttention(nn.Module):
@@ -113,7 +115,7 @@ class Block(nn.Module):
         x = gated_add(x, y, gate1)
         del y
 
-        x = x + self.cross_attn(self.norm3(x), inputs.context, inputs.image_tokens, inputs.backend)
+        x = x + self.cross_attn(self.norm3(x), inputs.context, inputs.image_tokens, inputs.cross_backend)
         audio = self.audio_cross_attn(self.norm_x(x), inputs.audio, inputs.grid[0], positions, rows)
         x = x + (audio if inputs.audio_scale == 1.0 else audio * inputs.audio_scale)
 
