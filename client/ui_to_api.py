@@ -162,7 +162,8 @@ def _widget_values(node: dict, spec: dict) -> dict:
         names = {name for name, entry, _ in declared_inputs(spec) if is_widget(entry)}
         return {k: v for k, v in values.items() if k in names}
     slots = widget_slots(spec)
-    if len(values) != len(slots):
+    # Newer frontends stop before trailing editor-only values (e.g. an upload button) and unset optional widgets.
+    if len(values) > len(slots):
         raise ConversionError(
             f"node {node['id']} ({node['type']}): {len(values)} widget values saved, the server's definition has "
             f"{len(slots)} ({[s or '<editor only>' for s in slots]}): the node changed since the workflow was saved; "

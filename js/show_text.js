@@ -1,7 +1,30 @@
 // Shows the text any InfiniteTalk node returns in {"ui": {"text": [...]}} in a read-only box on the node
 // (e.g. the window plan of InfiniteTalk Frame Count).
+// Public frontend API only: scripts/app.js and LGraphNode.addDOMWidget (frontend 1.27 to 1.53); the internal
+// scripts/widgets.js (ComfyWidgets) is not used.
 import { app } from "../../scripts/app.js";
-import { ComfyWidgets } from "../../scripts/widgets.js";
+
+const WIDGET = "shown_text";
+
+function textWidget(node) {
+  const existing = node.widgets?.find((w) => w.name === WIDGET);
+  if (existing) return existing;
+  const box = document.createElement("textarea");
+  box.readOnly = true;
+  box.spellcheck = false;
+  box.className = "comfy-multiline-input infinitetalk-shown-text";
+  Object.assign(box.style, { opacity: "0.75", whiteSpace: "pre-wrap", fontFamily: "monospace", fontSize: "11px" });
+  const widget = node.addDOMWidget(WIDGET, "infinitetalk_text", box, {
+    getValue: () => box.value,
+    setValue: (value) => {
+      box.value = value;
+    },
+    getMinHeight: () => 180, // room for a ~10-line plan
+    serialize: false, // not sent to the server
+  });
+  widget.serialize = false; // not saved in the workflow's widgets_values
+  return widget;
+}
 
 app.registerExtension({
   name: "infinitetalk_lipsync.ShowText",
@@ -11,20 +34,10 @@ app.registerExtension({
     nodeType.prototype.onExecuted = function (message) {
       onExecuted?.apply(this, arguments);
       if (!message?.text) return;
-      let widget = this.widgets?.find((w) => w.name === "shown_text");
-      if (!widget) {
-        widget = ComfyWidgets.STRING(this, "shown_text", ["STRING", { multiline: true }], app).widget;
-        widget.inputEl.readOnly = true;
-        widget.inputEl.style.opacity = 0.75;
-        // display only: neither saved in the workflow (serialize) nor sent to the server (options.serialize)
-        widget.serialize = false;
-        widget.options.serialize = false;
-        widget.options.getMinHeight = () => 150; // room for a ~10-line plan
-      }
-      widget.value = message.text.join("\n");
+      textWidget(this).value = message.text.join("\n");
       const [minWidth, minHeight] = this.computeSize();
-      this.setSize([Math.max(this.size[0], minWidth, 420), Math.max(this.size[1], minHeight)]);
-      app.graph.setDirtyCanvas(true, true);
+      this.setSize([Math.max(this.size[0], minWidth, 520), Math.max(this.size[1], minHeight)]);
+      this.setDirtyCanvas?.(true, true);
     };
   },
 });

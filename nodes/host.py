@@ -87,7 +87,9 @@ class Progress:
     def update(self, n: int = 1, preview=None) -> None:
         """Advance by ``n``; ``preview`` is an optional PIL image shown on the node.
 
-        In ComfyUI every update is also an interrupt check (the host's global hook)."""
+        Every update checks Cancel itself: ComfyUI's progress hook (which also checks it) is throttled
+        since 0.38 (ProgressBar sends at most every 100 ms and 0.5 %), so loops cannot rely on it."""
+        throw_if_interrupted()
         self.value = min(self.total, self.value + n)
         if self._bar is not None:
             shown = None if preview is None else ("JPEG", preview, getattr(_args, "preview_size", 512))

@@ -174,11 +174,13 @@ class InfiniteTalkFaceCrop:
         elif typed is not None:
             boxes, paste_region = torch.tensor(typed)[None].expand(count, 4).clone(), region
         else:
-            boxes, paste_region = track_faces(images, detect_every=detect_every), region
+            boxes, paste_region = track_faces(images, detect_every=detect_every,
+                                              progress=lambda n: host.throw_if_interrupted()), region
         info = plan_crop(boxes, h, w, width, height, padding=padding, window=window, region=paste_region)
         crops = crop_frames(images, info)
         crop_mask = torch.empty(count, height, width)
         for s in range(0, count, CHUNK):  # a few frames at a time: no full-resolution copy of a long clip
+            host.throw_if_interrupted()
             stop = min(s + CHUNK, count)
             if mask is None:
                 part = ellipse_masks(boxes[s:stop], h, w, region)

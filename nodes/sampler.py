@@ -195,6 +195,8 @@ class InfiniteTalkSampler:
                two_speaker_null_audio=NULL_AUDIO[0], step_cache="off", cache_threshold=0.0,
                unique_id=None):
         dit = _dit(model)
+        if hasattr(dit, "interrupt"):  # a multi-GPU pool: Cancel while it waits for its workers
+            dit.interrupt = host.throw_if_interrupted
         if source.dim() != 4 or source.shape[0] < 1:
             raise ValueError(f"source: expected IMAGE frames [N,H,W,3], got {tuple(source.shape)}.")
         src_h, src_w = int(source.shape[1]), int(source.shape[2])
@@ -209,7 +211,8 @@ class InfiniteTalkSampler:
         settings = Settings(steps=steps, shift=shift, cfg=cfg, audio_cfg=audio_cfg, denoise=denoise, solver=solver,
                             seed=seed, colour_strength=colour_correction, window=window, motion=motion_frames, apg=apg,
                             apg_momentum=apg_momentum, apg_norm_threshold=apg_norm_threshold,
-                            batch_branches=batch_branches, source_end=source_end, audio_scale=audio_scale,
+                            batch_branches=batch_branches or getattr(dit, "wants_batched_branches", False),
+                            source_end=source_end, audio_scale=audio_scale,
                             null_audio=two_speaker_null_audio, colour_reference=colour_reference,
                             colour_method=colour_method, official_exact=official_exact,
                             step_cache=step_cache, cache_threshold=cache_threshold)

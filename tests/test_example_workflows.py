@@ -10,7 +10,11 @@ import workflow_check as wc
 from infinitetalk_lipsync import NODE_CLASS_MAPPINGS
 
 FOLDER = Path(__file__).resolve().parents[1] / "example_workflows"
-NAMES = ["infinitetalk_v2v_dubbing", "infinitetalk_i2v", "infinitetalk_face_only_dubbing"]
+# The file name is the title the Templates browser shows (frontend: title = name), so it is written for people.
+NAMES = ["InfiniteTalk V2V dubbing", "InfiniteTalk I2V talking portrait", "InfiniteTalk face-only dubbing"]
+# base DiT, InfiniteTalk file, wav2vec2, umT5, CLIP vision, VAE, lightx2v LoRA; + the vocal model where a workflow
+# separates the speech from its soundtrack.
+MODEL_FILES = 7
 SPECS = wc.specs_from_mappings(NODE_CLASS_MAPPINGS)
 
 
@@ -35,6 +39,38 @@ def test_workflow_is_consistent_with_our_nodes(name):
     ours = {n["type"] for n in workflow["nodes"] if n["type"].startswith("InfiniteTalk")}
     assert ours and ours <= set(NODE_CLASS_MAPPINGS), ours - set(NODE_CLASS_MAPPINGS)
     assert wc.check(workflow, SPECS) == []
+
+
+def test_names_are_the_workflows_in_the_folder():
+    assert sorted(p.stem for p in FOLDER.glob("*.json")) == sorted(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_missing_models_dialog_lists_every_model_file(name):
+    """Each model widget carries its properties.models entry (name = the widget's file, a folder its node reads, a
+    Hugging Face .safetensors url of that file), so the frontend's Missing Models dialog offers every download."""
+    workflow = wc.load(FOLDER / f"{name}.json")
+    assert wc.model_problems(workflow, SPECS) == []  # our nodes here; core loaders against a server (integration)
+    listed = wc.listed_models(workflow, SPECS)
+    separating = any(n["type"] == "InfiniteTalkVocalSeparation" for n in workflow["nodes"])
+    assert len(listed) == MODEL_FILES + separating, [m["name"] for m in listed]
+    for model in listed:
+        assert model["url"].startswith(wc.DOWNLOAD_SOURCES) and model["name"].endswith(wc.DOWNLOAD_SUFFIXES), model
+        assert model["url"].split("?")[0].endswith("/" + model["name"]), model
+    folders = {folder for folders in wc.MODEL_INPUTS.values() for folder in folders}
+    assert {m["directory"] for m in listed} <= folders
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_templates_browser_thumbnail(name):
+    """The Templates browser shows <name>.jpg from example_workflows/ as the card image (frontend: mediaSubtype
+    'jpg' for custom-node templates): a real JPEG of a card's proportions."""
+    Image = pytest.importorskip("PIL.Image")
+    path = FOLDER / f"{name}.jpg"
+    assert path.is_file(), path
+    with Image.open(path) as image:
+        assert image.format == "JPEG" and 256 <= image.width <= 1024 and 0.5 <= image.height / image.width <= 1.0
+        assert path.stat().st_size < 200_000
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -62,7 +98,7 @@ def settings_index(node, name):
 
 
 def test_face_only_path_pastes_the_generated_crop_into_the_source():
-    workflow = wc.load(FOLDER / "infinitetalk_face_only_dubbing.json")
+    workflow = wc.load(FOLDER / "InfiniteTalk face-only dubbing.json")
     (mask,), (crop,), (paste,), (sampler,) = (_nodes(workflow, t) for t in (
         "InfiniteTalkFaceMask", "InfiniteTalkFaceCrop", "InfiniteTalkFacePaste", "InfiniteTalkSampler"))
     (components,) = _nodes(workflow, "GetVideoComponents")
@@ -81,7 +117,7 @@ def test_face_only_path_pastes_the_generated_crop_into_the_source():
 
 def test_checker_reports_broken_workflows():
     """The checker itself: a wrong widget count, an out-of-range value and a mistyped link are reported."""
-    workflow = wc.load(FOLDER / "infinitetalk_v2v_dubbing.json")
+    workflow = wc.load(FOLDER / "InfiniteTalk V2V dubbing.json")
     (sampler,) = _nodes(workflow, "InfiniteTalkSampler")
     sampler["widgets_values"][settings_index(sampler, "steps")] = 0
     sampler["widgets_values"][settings_index(sampler, "window")] = 80
@@ -119,3 +155,45 @@ def test_every_node_sits_inside_one_group(name):
         (x, y), (w, h) = node["pos"], node["size"]
         inside = [t for t, gx, gy, gw, gh in groups if gx <= x and x + w <= gx + gw and gy <= y - 30 and y + h <= gy + gh]
         assert len(inside) == 1, (node["id"], node["type"], inside)
+
+
+# ComfyUI 0.38.1's LoadVideo / GetVideoComponents / CreateVideo / SaveVideo as /object_info describes them: their
+# schemas (comfy_extras/nodes_video.py of 0.38.1) rebuilt on 0.8.0's V3 io and exported from a running server.
+SPECS_038 = {**SPECS, **wc.load(Path(__file__).parent / "data" / "comfyui_0.38.1_video_nodes.json")}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_workflow_loads_with_comfyui_038_video_nodes(name):
+    """Saved with 0.3.64/0.8.0's video nodes, the workflows fill 0.38.1's: SaveVideo's values become format / codec
+    of its nested combo (the encoding keeps its default), CreateVideo's and LoadVideo's new optional widgets keep
+    theirs (frontend 1.53.6 in a browser does the same), GetVideoComponents keeps its first three outputs."""
+    workflow = wc.load(FOLDER / f"{name}.json")
+    assert wc.check(workflow, SPECS_038, grown_outputs=True) == []
+    (save,) = _nodes(workflow, "SaveVideo")
+    slots = dict(zip([n for n, _ in wc.widget_slots(SPECS_038["SaveVideo"], save["widgets_values"])],
+                     save["widgets_values"]))
+    assert (slots["format"], slots["format.codec"]) == ("mp4", "h264")
+
+
+def test_old_load_video_upload_value_would_become_038s_edit():
+    """Why LoadVideo is saved with the file name only: the upload button's value that older frontends saved after it
+    ("image") lands, by position, in 0.38's new `edit` widget, whose LoadVideo.execute reads it as a dict and fails."""
+    workflow = wc.load(FOLDER / "InfiniteTalk V2V dubbing.json")
+    (load,) = _nodes(workflow, "LoadVideo")
+    load["widgets_values"] = [load["widgets_values"][0], "image"]
+    assert wc.check(workflow, SPECS) == []  # fine for 0.3.64 / 0.8.0 (an upload value)
+    assert wc.check(workflow, SPECS_038, grown_outputs=True) == [
+        "node 11 (LoadVideo): edit: 'image' is not a VIDEO_EDIT value (a dict of trim / crop)"]
+
+
+def test_v2v_lips_follow_the_separated_voice_and_the_video_keeps_the_full_mix():
+    """Vocal separation feeds the embeddings; the loaded audio itself is the soundtrack the sampler puts in the video."""
+    workflow = wc.load(FOLDER / "InfiniteTalk V2V dubbing.json")
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+    links = {l[0]: l for l in workflow["links"]}
+    embeds = next(n for n in workflow["nodes"] if n["type"] == "InfiniteTalkAudioEmbeds")
+    source = {i["name"]: nodes[links[i["link"]][1]] for i in embeds["inputs"] if i.get("link") is not None}
+    assert source["audio"]["type"] == "InfiniteTalkVocalSeparation"
+    assert source["soundtrack"]["type"] == "LoadAudio"
+    separation_input = links[source["audio"]["inputs"][0]["link"]]
+    assert nodes[separation_input[1]]["id"] == source["soundtrack"]["id"]

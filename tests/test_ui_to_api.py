@@ -93,6 +93,7 @@ def test_link_objects_of_the_newer_schema():
 def test_clear_errors():
     with pytest.raises(ConversionError, match=r"node 1 \(Blur\): 2 widget values saved, .* has 1"):
         ui_to_api(_graph([_node(1, "Blur", [1, 2])], []), SPECS)
+    assert ui_to_api(_graph([_node(1, "Load", ["a.png"])], []), SPECS)["1"]["inputs"] == {"image": "a.png"}
     with pytest.raises(ConversionError, match="'Nope' is not known to the server"):
         ui_to_api(_graph([_node(1, "Nope")], []), SPECS)
     with pytest.raises(ConversionError, match="subgraphs"):

@@ -4,8 +4,13 @@ API format that ``/prompt`` takes.
 
 Specs are ``/object_info`` entries ({"input": {"required"/"optional": {name: [type, opts]}}, "input_order",
 "output", "output_name"}); ``specs_from_mappings`` builds the same from NODE_CLASS_MAPPINGS without ComfyUI.
-The frontend stores extra values after some widgets: the seed's "control after generate" mode, and the
-upload widgets of LoadImage / LoadVideo (one value) and LoadAudio (two); ``widget_slots`` models that.
+The frontend stores extra values after some widgets: the seed's "control after generate" mode (right after it), and
+the upload widgets of LoadImage / LoadVideo (one value) and LoadAudio (two), after all of the node's widgets (an
+"upload" input the frontend appends); ``widget_slots`` models that. A V3
+DynamicCombo's chosen option adds its own widgets ("format.codec", ...) right after it (frontend 1.53
+dynamicWidgets.ts). Values are restored by position; a saved list may stop early where only optional widgets, nested
+widgets or frontend-only values remain: the frontend keeps their defaults. That is how a workflow saved for one
+ComfyUI loads on another whose nodes grew optional widgets (0.38: CreateVideo, SaveVideo, LoadVideo's ``edit``).
 """
 from __future__ import annotations
 
@@ -14,7 +19,23 @@ import re
 from pathlib import Path
 
 VIRTUAL = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}  # frontend-only nodes, never sent to the server
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+# Model-file widgets -> the model folders their node reads (the first is where a download belongs by default).
+MODEL_INPUTS = {
+    ("CLIPLoader", "clip_name"): ("text_encoders", "clip"),
+    ("CLIPVisionLoader", "clip_name"): ("clip_vision",),
+    ("VAELoader", "vae_name"): ("vae",),
+    ("InfiniteTalkLoRA", "lora"): ("loras",),
+    ("InfiniteTalkModelLoader", "model"): ("diffusion_models", "unet"),
+    ("InfiniteTalkModelLoader", "infinitetalk_model"): ("diffusion_models", "model_patches"),
+    ("InfiniteTalkAudioEncoderLoader", "model_name"): ("wav2vec2", "audio_encoders"),
+    ("InfiniteTalkSAM2Loader", "model"): ("sam2",),
+    ("InfiniteTalkVocalSeparation", "model_name"): ("diffusion_models", "vocal_separation"),
+}
+# What the frontend's Missing Models dialog downloads (MissingModelsWarning.vue: allowedSources/allowedSuffixes).
+DOWNLOAD_SOURCES = ("https://huggingface.co/", "https://civitai.com/")
+DOWNLOAD_SUFFIXES = (".safetensors", ".sft")
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "COMFY_DYNAMICCOMBO_V3", "VIDEO_EDIT"}
+DYNAMIC = "COMFY_DYNAMICCOMBO_V3"  # V3 DynamicCombo (0.38 SaveVideo): a combo whose choice adds nested widgets
 _FILE_NAME = re.compile(r"(\.[A-Za-z0-9]{2,12}|/)$")  # a model/media file (or HF folder) name, not a fixed choice
 
 
@@ -48,16 +69,27 @@ def _type(entry: list) -> str:
     return "COMBO" if isinstance(entry[0], list) else entry[0]
 
 
+def _dynamic_options(entry: list) -> dict:
+    """DynamicCombo choice -> its inputs ({"required": {...}, "optional": {...}})."""
+    return {o["key"]: o.get("inputs", {}) for o in _options(entry).get("options", [])}
+
+
 def _options(entry: list) -> dict:
     return entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
 
 
 def _choices(entry: list):
+    if _type(entry) == DYNAMIC:
+        return list(_dynamic_options(entry))
     return entry[0] if isinstance(entry[0], list) else _options(entry).get("options")
 
 
 def is_widget(entry: list) -> bool:
     return _type(entry) in WIDGET_TYPES and not _options(entry).get("forceInput")
+
+
+def _is_upload(entry: list) -> bool:
+    return any(_options(entry).get(k) for k in ("audio_upload", "image_upload", "video_upload", "animated_image_upload"))
 
 
 def _extra_values(name: str, entry: list) -> int:
@@ -72,14 +104,34 @@ def _extra_values(name: str, entry: list) -> int:
     return 0
 
 
-def widget_slots(spec: dict) -> list[tuple[str | None, list | None]]:
-    """One (input name, spec entry) per position of ``widgets_values``; (None, None) for frontend-only values."""
-    slots = []
-    for name, entry, _ in _inputs(spec):
-        if is_widget(entry):
-            slots.append((name, entry))
-            slots.extend([(None, None)] * _extra_values(name, entry))
-    return slots
+def widget_slots(spec: dict, values: list | None = None) -> list[tuple[str | None, list | None]]:
+    """One (input name, spec entry) per position of ``widgets_values``; (None, None) for frontend-only values.
+    A DynamicCombo's nested widgets follow it, for the option chosen in ``values`` (else its first option)."""
+    return [(name, entry) for name, entry, _ in _slots(spec, values)]
+
+
+def _slots(spec: dict, values: list | None) -> list[tuple[str | None, list | None, bool]]:
+    """widget_slots plus, per slot, whether the frontend may leave it at its default (optional, nested or
+    frontend-only): a saved list may stop before such slots."""
+    slots: list = []
+    uploads = []  # the upload button (and audio player) widgets: the frontend adds them after every input's widget
+
+    def add(inputs: list, prefix: str, nested: bool):
+        for name, entry, optional in inputs:
+            if not is_widget(entry):
+                continue
+            slots.append((prefix + name, entry, optional or nested))
+            extra = [(None, None, True)] * _extra_values(name, entry)
+            (uploads if _is_upload(entry) else slots).extend(extra)
+            if _type(entry) == DYNAMIC:
+                chosen = values[len(slots) - 1] if values is not None and len(slots) <= len(values) else None
+                options = _dynamic_options(entry)
+                inner = options.get(chosen, next(iter(options.values()), {}))
+                add([(n, list(e), section == "optional") for section in ("required", "optional")
+                     for n, e in inner.get(section, {}).items()], prefix + name + ".", True)
+
+    add(_inputs(spec), "", False)
+    return slots + uploads
 
 
 def check_value(name: str, entry: list, value) -> str | None:
@@ -96,7 +148,10 @@ def check_value(name: str, entry: list, value) -> str | None:
         return None if isinstance(value, bool) else f"{name}: {value!r} is not a BOOLEAN"
     elif kind == "STRING":
         return None if isinstance(value, str) else f"{name}: {value!r} is not a STRING"
-    elif kind == "COMBO":
+    elif kind == "VIDEO_EDIT":  # frontend 1.53 videoedit widget: {"trim": {...}, "crop": {...}}
+        if not isinstance(value, dict) or not set(value) <= {"trim", "crop"}:
+            return f"{name}: {value!r} is not a VIDEO_EDIT value (a dict of trim / crop)"
+    elif kind in ("COMBO", DYNAMIC):
         choices = _choices(entry) or []
         if value not in choices and not (isinstance(value, str) and _FILE_NAME.search(value)):
             return f"{name}: {value!r} is not one of {choices}"
@@ -111,9 +166,10 @@ def check_value(name: str, entry: list, value) -> str | None:
     return None
 
 
-def check(workflow: dict, specs: dict, require_all: bool = False) -> list[str]:
+def check(workflow: dict, specs: dict, require_all: bool = False, grown_outputs: bool = False) -> list[str]:
     """Problems of a UI-format workflow: unknown nodes (all, with ``require_all``; else only those of ``specs``
-    are checked in depth), widget counts and values, and link consistency against both ends and the specs."""
+    are checked in depth), widget counts and values, and link consistency against both ends and the specs.
+    ``grown_outputs``: saved outputs may be the first ones of a node that has more now (a newer ComfyUI)."""
     problems = []
     nodes = {n["id"]: n for n in workflow["nodes"]}
     if len(nodes) != len(workflow["nodes"]):
@@ -127,13 +183,13 @@ def check(workflow: dict, specs: dict, require_all: bool = False) -> list[str]:
             if require_all:
                 problems.append(f"{where}: class not known to the server")
             continue
-        slots = widget_slots(spec)
         values = n.get("widgets_values", [])
-        if len(values) != len(slots):
+        slots = _slots(spec, values)
+        if len(values) > len(slots) or not all(may_default for _, _, may_default in slots[len(values):]):
             problems.append(f"{where}: {len(values)} widgets_values, expected {len(slots)} "
-                            f"({[s for s, _ in slots]})")
+                            f"({[s for s, _, _ in slots]})")
         else:
-            for (name, entry), value in zip(slots, values):
+            for (name, entry, _), value in zip(slots, values):
                 if name is not None and (err := check_value(name, entry, value)):
                     problems.append(f"{where}: {err}")
         declared = {name: (entry, optional) for name, entry, optional in _inputs(spec)}
@@ -146,10 +202,53 @@ def check(workflow: dict, specs: dict, require_all: bool = False) -> list[str]:
         for name, (entry, optional) in declared.items():
             if not optional and not is_widget(entry) and name not in linked:
                 problems.append(f"{where}: required input {name!r} is not connected")
-        if [o["type"] for o in n.get("outputs", [])] != list(spec["output"]):
-            problems.append(f"{where}: outputs {[o['type'] for o in n.get('outputs', [])]} != {spec['output']}")
+        saved = [o["type"] for o in n.get("outputs", [])]
+        if saved != list(spec["output"])[:len(saved)] or (not grown_outputs and len(saved) != len(spec["output"])):
+            # A node that gained outputs since the save (0.38: GetVideoComponents 3 -> 5, SaveVideo 0 -> 1) loads
+            # with them appended, links kept by slot: ``grown_outputs`` accepts that.
+            problems.append(f"{where}: outputs {saved} != {spec['output']}")
     problems += _check_links(workflow, nodes, specs)
     return problems
+
+
+def model_problems(workflow: dict, specs: dict) -> list[str]:
+    """Model widgets the frontend's Missing Models dialog would not list: it lists a node's ``properties.models``
+    entries whose ``name`` is one of the node's widget values (one per url), offers to download them from
+    Hugging Face / Civitai (.safetensors / .sft) into ``directory``, which must be a model folder of the server."""
+    problems = []
+    for n in workflow["nodes"]:
+        if n["type"] not in specs:
+            continue
+        values = {name: v for (name, _), v in zip(widget_slots(specs[n["type"]]), n.get("widgets_values", [])) if name}
+        entries = {m.get("name"): m for m in (n.get("properties") or {}).get("models", [])}
+        for (kind, name), folders in MODEL_INPUTS.items():
+            if kind != n["type"] or name not in values:
+                continue
+            where = f"node {n['id']} ({kind}.{name} = {values[name]!r})"
+            entry = entries.get(values[name])
+            if entry is None:
+                problems.append(f"{where}: no properties.models entry named {values[name]!r}")
+                continue
+            if entry.get("directory") not in folders:
+                problems.append(f"{where}: directory {entry.get('directory')!r} is not one the node reads {folders}")
+            url = entry.get("url", "")
+            if not url.startswith(DOWNLOAD_SOURCES) or not values[name].endswith(DOWNLOAD_SUFFIXES):
+                problems.append(f"{where}: the frontend will not download {url!r}")
+            elif url.split("?")[0].rsplit("/", 1)[-1] != values[name]:
+                problems.append(f"{where}: url {url!r} is not the file {values[name]!r}")
+    return problems
+
+
+def listed_models(workflow: dict, specs: dict) -> list[dict]:
+    """The models the Missing Models dialog lists for ``workflow`` when none is present (one per url)."""
+    seen, out = set(), []
+    for n in workflow["nodes"]:
+        values = set(v for v in n.get("widgets_values") or [] if isinstance(v, str) and v.strip())
+        for m in (n.get("properties") or {}).get("models", []):
+            if m.get("name") in values and m.get("url") and m["url"] not in seen:
+                seen.add(m["url"])
+                out.append(m)
+    return out
 
 
 def _check_links(workflow, nodes, specs) -> list[str]:
@@ -203,7 +302,8 @@ def to_api(workflow: dict, specs: dict) -> dict:
             continue
         if n.get("mode", 0) != 0:
             raise ValueError(f"node {n['id']} ({n['type']}): muted/bypassed nodes are not converted")
-        inputs = {name: value for (name, _), value in zip(widget_slots(specs[n["type"]]), n.get("widgets_values", []))
+        values = n.get("widgets_values", [])
+        inputs = {name: value for (name, _), value in zip(widget_slots(specs[n["type"]], values), values)
                   if name is not None}
         for i in n.get("inputs", []):
             if i.get("link") is not None:

@@ -42,6 +42,7 @@ class InfiniteTalkDiT(nn.Module):
         self._dtype_override = None
         self._rope_cache: dict = {}
         self.step_cache = None  # set by the sampler for one window (pipeline/sampler/step_cache.py)
+        self.sequence_group = None  # a torch.distributed group: Ulysses sequence parallelism over its ranks
         self.attention_backend = "sdpa"
         self.set_attention_backend(attention)
 
@@ -119,6 +120,11 @@ class InfiniteTalkDiT(nn.Module):
         latents = torch.cat([x.to(dtype), y.to(dtype).expand(batch, -1, -1, -1, -1)], dim=1)
         h = self.patch_embedding(latents.to(self.patch_embedding.weight.dtype)).to(dtype)
         h = h.flatten(2).transpose(1, 2).contiguous()  # [B, S, D], tokens in (t, h, w) order
+        rope, shard = self._rope(grid, x.device), None
+        if self.sequence_group is not None:
+            from ..parallel.sequence import SequenceShard  # torch.distributed only where it is used
+            shard = SequenceShard(self.sequence_group, h.shape[1])
+            h, rope = shard.local(h, 1), shard.local(rope, 0)
 
         e = self.time_embedding(sinusoidal_embedding(self._timesteps(t, batch, x.device), cfg.freq_dim))
         e0 = self.time_projection(e).unflatten(1, (6, cfg.dim))
@@ -130,17 +136,18 @@ class InfiniteTalkDiT(nn.Module):
         if max(speakers) == 2:  # the reference attention map is only ever computed for 2 speakers
             masks = self._token_masks(speaker_masks, (height, width), grid, dtype, x.device)
             rows = torch.tensor([i for i, n in enumerate(speakers) if n == 2], device=x.device)
-        inputs = BlockInputs(rope=self._rope(grid, x.device), context=torch.cat([image, text], dim=1),
+        inputs = BlockInputs(rope=rope, context=torch.cat([image, text], dim=1),
                              audio=audio_tokens, speaker_masks=masks, lrope_rows=rows, grid=grid,
                              image_tokens=image.shape[1], backend=self.attention_backend,
                              audio_scale=float(audio_scale),
-                             cross_backend=self.cross_attention_backend)
+                             cross_backend=self.cross_attention_backend, shard=shard)
 
         if self.step_cache is None:
             h = self._blocks(h, e0, inputs)
         else:  # a skipped step reuses the blocks' residual of the last computed one (step_cache.py)
             h = self.step_cache.run_blocks(h, e, e0, lambda hidden: self._blocks(hidden, e0, inputs))
-        return self._unpatchify(self.head(h, e), grid)
+        out = self.head(h, e)
+        return self._unpatchify(out if shard is None else shard.gather(out), grid)
 
     def _blocks(self, h: torch.Tensor, e0: torch.Tensor, inputs: BlockInputs) -> torch.Tensor:
         for block in self.blocks:

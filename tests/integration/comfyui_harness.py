@@ -1,12 +1,18 @@
 """Start a real ComfyUI server with this pack in its custom_nodes, drive it over HTTP, always stop it.
 
-ComfyUI is found through COMFYUI_PATH, or as the ComfyUI this pack sits in (custom_nodes/), or at
-$HOME/ComfyUI. Its python: COMFYUI_PYTHON, else <ComfyUI>/.venv or venv, else this interpreter.
+The ComfyUIs to test against (every one is tested, one server each): COMFYUI_PATH, several separated by
+os.pathsep; without it the ComfyUI this pack sits in (custom_nodes/), $HOME/ComfyUI and every $HOME/ComfyUI-*
+checkout. The python of each: COMFYUI_PYTHON (one for all, or one per COMFYUI_PATH entry), else <ComfyUI>/.venv
+or venv, else this interpreter.
+
+A node served from ComfyUI's cache has no entry in /history on 0.8+ (0.3.64 repeated its UI output): a test that
+reads a node's report gives that node inputs of its own (e.g. a file name of its own), so it really executes.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -15,11 +21,13 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-ENABLE_HINT = ("ComfyUI not found: set COMFYUI_PATH=/path/to/ComfyUI (0.3.64+, with our requirements installed "
-               "in its python, or COMFYUI_PYTHON=...) to run the integration tests")
+ENABLE_HINT = ("ComfyUI not found: set COMFYUI_PATH=/path/to/ComfyUI (0.3.64+; several separated by "
+               f"{os.pathsep!r}), with our requirements installed in its python (or COMFYUI_PYTHON=...), "
+               "to run the integration tests")
 PACK_FOLDER = "infinitetalk-lipsync"  # a dash on purpose: ComfyUI must import us by path, as the Manager installs us
 
 
@@ -27,29 +35,81 @@ class ComfyUINotFound(RuntimeError):
     pass
 
 
+@dataclass(frozen=True)
+class ComfyUIInstall:
+    """One ComfyUI checkout under test: its folder, the python that runs it and its version (comfyui_version.py)."""
+    path: Path
+    python: str
+    version: str
+
+    @property
+    def id(self) -> str:  # the test-id part: test_x[comfyui-0.8.0]
+        return f"comfyui-{self.version}"
+
+
 def _is_comfyui(path: Path) -> bool:
     return (path / "main.py").is_file() and (path / "comfy").is_dir()
 
 
-def find_comfyui() -> Path:
-    """The ComfyUI checkout to test against; raises ComfyUINotFound (COMFYUI_PATH set but wrong: ValueError)."""
+def comfyui_version(path: Path) -> str:
+    """__version__ of comfyui_version.py (0.3.40+), else the [project] version of pyproject.toml, else "unknown"."""
+    for name, pattern in (("comfyui_version.py", r'__version__\s*=\s*["\']([^"\']+)'),
+                          ("pyproject.toml", r'(?m)^version\s*=\s*"([^"]+)"')):
+        file = path / name
+        if file.is_file() and (match := re.search(pattern, file.read_text(errors="replace"))):
+            return match.group(1)
+    return "unknown"
+
+
+def _candidates() -> list[Path]:
     env = os.environ.get("COMFYUI_PATH")
     if env:
-        path = Path(env).expanduser()
-        if not _is_comfyui(path):
-            raise ValueError(f"COMFYUI_PATH={env} is not a ComfyUI checkout (no main.py / comfy/ there).")
-        return path
+        paths = [Path(p).expanduser() for p in env.split(os.pathsep) if p]
+        wrong = [str(p) for p in paths if not _is_comfyui(p)]
+        if wrong:
+            raise ValueError(f"COMFYUI_PATH: {', '.join(wrong)} is not a ComfyUI checkout (no main.py / comfy/ "
+                             f"there); separate several with {os.pathsep!r}.")
+        return paths
     here = Path(os.path.abspath(__file__)).parents[2]  # unresolved: the pack may be a symlink in custom_nodes/
-    for candidate in (here.parent.parent if here.parent.name == "custom_nodes" else None, Path.home() / "ComfyUI"):
-        if candidate is not None and _is_comfyui(candidate):
-            return candidate
-    raise ComfyUINotFound(ENABLE_HINT)
+    home = Path.home()
+    found = [here.parent.parent] if here.parent.name == "custom_nodes" else []
+    found += [home / "ComfyUI"] + sorted(home.glob("ComfyUI-*"))
+    return [p for p in found if _is_comfyui(p)]
+
+
+def find_comfyuis() -> list[ComfyUIInstall]:
+    """Every ComfyUI to test against, in order, each once; [] when there is none (COMFYUI_PATH wrong: ValueError)."""
+    paths, seen = [], set()
+    for path in _candidates():
+        if path.resolve() not in seen:
+            seen.add(path.resolve())
+            paths.append(path)
+    pythons = [p for p in os.environ.get("COMFYUI_PYTHON", "").split(os.pathsep) if p]
+    if len(pythons) > 1 and len(pythons) != len(paths):
+        raise ValueError(f"COMFYUI_PYTHON names {len(pythons)} pythons for {len(paths)} ComfyUIs: give one for all "
+                         "or one per COMFYUI_PATH entry.")
+    installs = []
+    for i, path in enumerate(paths):
+        python = pythons[i if len(pythons) > 1 else 0] if pythons else comfyui_python(path)
+        installs.append(ComfyUIInstall(path, python, comfyui_version(path)))
+    ids = [i.id for i in installs]
+    return [i if ids.count(i.id) == 1 else ComfyUIInstall(i.path, i.python, f"{i.version}-{i.path.name}")
+            for i in installs]
+
+
+def find_comfyui() -> Path:
+    """The first ComfyUI to test against; raises ComfyUINotFound (COMFYUI_PATH set but wrong: ValueError)."""
+    installs = find_comfyuis()
+    if not installs:
+        raise ComfyUINotFound(ENABLE_HINT)
+    return installs[0].path
 
 
 def comfyui_python(comfyui: Path) -> str:
-    env = os.environ.get("COMFYUI_PYTHON")
-    if env:
-        return env
+    """The python of a ComfyUI checkout: COMFYUI_PYTHON (a single one), its .venv / venv, else this interpreter."""
+    env = [p for p in os.environ.get("COMFYUI_PYTHON", "").split(os.pathsep) if p]
+    if len(env) == 1:
+        return env[0]
     for venv in (".venv", "venv"):
         for exe in ("bin/python", "Scripts/python.exe"):
             if (comfyui / venv / exe).is_file():
@@ -64,11 +124,15 @@ def _free_port() -> int:
 
 
 class ComfyServer:
-    """A ComfyUI server on 127.0.0.1 with a temporary base directory (models/, input/, output/)."""
+    """A ComfyUI server on 127.0.0.1 with a temporary base directory (models/, input/, output/).
 
-    def __init__(self, comfyui: Path, base: Path, python: str | None = None):
-        self.comfyui, self.base = comfyui, base
-        self.python = python or comfyui_python(comfyui)
+    ``extra_nodes``: {folder name: path} of further custom-node packages to install beside the pack (test stubs)."""
+
+    def __init__(self, comfyui: Path, base: Path, python: str | None = None, extra_nodes: dict | None = None):
+        self.comfyui, self.base = Path(comfyui), base
+        self.extra_nodes = dict(extra_nodes or {})
+        self.python = python or comfyui_python(self.comfyui)
+        self.version = comfyui_version(self.comfyui)
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.models_dir, self.input_dir, self.output_dir = base / "models", base / "input", base / "output"
@@ -78,7 +142,8 @@ class ComfyServer:
     def start(self, timeout: float = 240.0) -> "ComfyServer":
         for folder in (self.models_dir, self.input_dir, self.output_dir, self.base / "custom_nodes"):
             folder.mkdir(parents=True, exist_ok=True)
-        (self.base / "custom_nodes" / PACK_FOLDER).symlink_to(ROOT, target_is_directory=True)
+        for name, source in {PACK_FOLDER: ROOT, **self.extra_nodes}.items():
+            (self.base / "custom_nodes" / name).symlink_to(Path(source), target_is_directory=True)
         command = [self.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                    "--base-directory", str(self.base), "--database-url", "sqlite:///:memory:"]
         with open(self.log_path, "wb") as log:
@@ -151,8 +216,6 @@ class ComfyServer:
         raise TimeoutError(f"workflow {prompt_id} did not finish within {timeout:.0f} s:\n{self.log()[-4000:]}")
 
 
-if __name__ == "__main__":  # .ci/run: print the python of the ComfyUI found, or nothing
-    try:
-        print(comfyui_python(find_comfyui()))
-    except ComfyUINotFound:
-        pass
+if __name__ == "__main__":  # .ci/run: "<python>\t<ComfyUI folder>\t<version>" per ComfyUI found, or nothing
+    for install in find_comfyuis():
+        print(f"{install.python}\t{install.path}\t{install.version}")

@@ -3,6 +3,7 @@ ours) is known to /object_info with matching inputs, widget values valid; and ea
 the frontend queues, passes the server's own /prompt validation (model and media files present as placeholders:
 the run then stops at the first loader, which is expected)."""
 import json
+import urllib.parse
 import urllib.request
 import wave
 from pathlib import Path
@@ -15,13 +16,7 @@ from comfyui_harness import PACK_FOLDER
 
 FOLDER = Path(__file__).resolve().parents[2] / "example_workflows"
 NAMES = sorted(p.stem for p in FOLDER.glob("*.json"))
-MODEL_FOLDERS = {  # widget -> models/<folder> of the running server
-    ("CLIPLoader", "clip_name"): "text_encoders", ("CLIPVisionLoader", "clip_name"): "clip_vision",
-    ("VAELoader", "vae_name"): "vae", ("InfiniteTalkLoRA", "lora"): "loras",
-    ("InfiniteTalkModelLoader", "model"): "diffusion_models",
-    ("InfiniteTalkModelLoader", "infinitetalk_model"): "diffusion_models",
-    ("InfiniteTalkAudioEncoderLoader", "model_name"): "wav2vec2",
-}
+MODEL_FOLDERS = {widget: folders[0] for widget, folders in wc.MODEL_INPUTS.items()}  # widget -> models/<folder>
 MEDIA = {("LoadVideo", "file"), ("LoadAudio", "audio"), ("LoadImage", "image")}
 
 
@@ -29,14 +24,20 @@ def test_templates_browser_lists_and_serves_our_workflows(comfy_server):
     listed = comfy_server.get("/workflow_templates")
     assert sorted(listed.get(PACK_FOLDER, [])) == NAMES, listed
     for name in NAMES:
-        url = f"{comfy_server.url}/api/workflow_templates/{PACK_FOLDER}/{name}.json"
-        with urllib.request.urlopen(url, timeout=30) as response:
+        url = f"{comfy_server.url}/api/workflow_templates/{PACK_FOLDER}/{urllib.parse.quote(name)}"
+        with urllib.request.urlopen(url + ".json", timeout=30) as response:
             assert json.loads(response.read()) == wc.load(FOLDER / f"{name}.json")
+        with urllib.request.urlopen(url + ".jpg", timeout=30) as response:  # the card's thumbnail
+            assert response.read() == (FOLDER / f"{name}.jpg").read_bytes()
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_node_and_widget_is_valid_for_the_server(comfy_server, name):
-    assert wc.check(wc.load(FOLDER / f"{name}.json"), comfy_server.object_info(), require_all=True) == []
+    workflow, specs = wc.load(FOLDER / f"{name}.json"), comfy_server.object_info()
+    assert wc.check(workflow, specs, require_all=True) == []
+    assert wc.model_problems(workflow, specs) == []  # core loaders too: every model file has its download entry
+    folders = set(comfy_server.get("/models"))  # the folders the Missing Models dialog can download into
+    assert {m["directory"] for m in wc.listed_models(workflow, specs)} <= folders
 
 
 def _write_media(kind: str, path: Path) -> None:

@@ -10,22 +10,17 @@ import numpy as np
 import pytest
 
 import golden
-from comfyui_harness import PACK_FOLDER, ComfyServer, ComfyUINotFound, comfyui_python, find_comfyui
+from comfyui_harness import PACK_FOLDER, ComfyServer
 
 HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, monkeypatch_module):
-    try:
-        comfyui = find_comfyui()
-    except ComfyUINotFound as e:
-        pytest.skip(str(e))
-    base = tmp_path_factory.mktemp("comfyui_sampler")
+def server(comfyui, tmp_path_factory, monkeypatch_module):
+    """A server of its own per ComfyUI under test, with the stub nodes installed beside the pack."""
     monkeypatch_module.setenv("IT_STUB_GOLDEN_DIR", str(golden.golden_dir()))
-    (base / "custom_nodes").mkdir(parents=True)
-    (base / "custom_nodes" / "it_sampler_stubs").symlink_to(HERE / "sampler_stub_nodes", target_is_directory=True)
-    srv = ComfyServer(comfyui, base, comfyui_python(comfyui))
+    srv = ComfyServer(comfyui.path, tmp_path_factory.mktemp(f"comfyui_sampler-{comfyui.version}"), comfyui.python,
+                      extra_nodes={"it_sampler_stubs": HERE / "sampler_stub_nodes"})
     try:
         srv.start()
         yield srv

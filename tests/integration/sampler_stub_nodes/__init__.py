@@ -1,9 +1,9 @@
 """Test-only ComfyUI nodes (installed beside the pack by test_sampler_workflow.py, never shipped): tiny stand-ins
 for the inputs of InfiniteTalkSampler whose real providers are heavy or live in other nodes.
 
-VAE: a REAL core ``comfy.sd.VAE`` wrapper (detected as Wan 2.1) whose model is core's own ``WanVAE`` class at
-base dim 8 with the golden small weights (core's loader fixes dim 96, far too slow on CPU), so the sampler's
-VAE adapter meets the true core interface and numerics. CLIP vision: a core-shaped object (``patcher`` = a real ModelPatcher,
+VAE: a REAL core ``comfy.sd.VAE`` built from the golden small Wan 2.1 VAE weights (core's ``WanVAE`` class at
+base dim 8; the real dim 96 is far too slow on CPU), so the sampler's VAE adapter meets the true core interface
+and numerics. CLIP vision: a core-shaped object (``patcher`` = a real ModelPatcher,
 ``model(pixel_values=..., intermediate_output=-2)``) around a tiny module."""
 import importlib
 import json
@@ -46,13 +46,24 @@ def _node(returns, inputs, fn):
 
 
 def small_core_vae(golden_dir: str) -> comfy.sd.VAE:
-    """core VAE wrapper (detected as Wan 2.1 from its marker key) around core WanVAE(dim=8) + golden weights."""
-    # marker keys of the real Wan 2.1 VAE (dim 96): 0.3.64 needs the first, 0.8.0 also reads dim and input channels
-    vae = comfy.sd.VAE(sd={"decoder.middle.0.residual.0.gamma": torch.ones(384, 1, 1, 1),
-                           "decoder.head.0.gamma": torch.ones(96, 1, 1, 1), "encoder.conv1.weight": torch.zeros(96, 3, 3, 3, 3)})
+    """core's VAE wrapper built from the complete golden small Wan 2.1 VAE state dict (dim 8, the real key layout).
+
+    Cores that size the Wan 2.1 VAE from its weights (0.8+: ``decoder.head.0.gamma``) build the small model
+    themselves. 0.3.64 fixes dim 96 and refuses the small weights (size mismatch): there the wrapper is built from a
+    complete dim-96 state dict of the same layout (zeros) and then given the small model, as its loader would."""
+    small_sd = load_file(os.path.join(golden_dir, "vae_small_weights.safetensors"))
+    try:
+        return comfy.sd.VAE(sd=small_sd)
+    except RuntimeError as e:  # "size mismatch for ...": this core builds dim 96 whatever the weights say
+        if "size mismatch" not in str(e):
+            raise
+    with torch.device("meta"):
+        layout = comfy.ldm.wan.vae.WanVAE(dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                                          temperal_downsample=[False, True, True]).state_dict()
+    vae = comfy.sd.VAE(sd={k: torch.zeros(v.shape, dtype=v.dtype) for k, v in layout.items()})
     small = comfy.ldm.wan.vae.WanVAE(dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
                                      temperal_downsample=[False, True, True])
-    small.load_state_dict(load_file(os.path.join(golden_dir, "vae_small_weights.safetensors")))
+    small.load_state_dict(small_sd)
     vae.first_stage_model = small.eval().to(vae.vae_dtype)
     vae.patcher = comfy.model_patcher.ModelPatcher(small, load_device=vae.device, offload_device=vae.device)
     return vae
