@@ -315,17 +315,12 @@ class FakeServer:
 @pytest.fixture
 def batch_setup(tmp_path, object_info):
     info = copy.deepcopy(object_info)
-    for name in ("model", "infinitetalk_model"):
-        info["InfiniteTalkModelLoader"]["input"]["required"][name][0] = [
-            "wan2.1_i2v_480p_14B_fp16.safetensors", "wan2.1_infiniteTalk_single_fp16.safetensors"]
-    for loader, key, files in (("CLIPLoader", "clip_name", ["umt5_xxl_fp8_e4m3fn_scaled.safetensors"]),
-                               ("CLIPVisionLoader", "clip_name", ["clip_vision_h.safetensors"]),
-                               ("VAELoader", "vae_name", ["wan_2.1_vae.safetensors"]),
-                               ("InfiniteTalkLoRA", "lora",
-                                ["lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors"]),
-                               ("InfiniteTalkAudioEncoderLoader", "model_name",
-                                ["wav2vec2-chinese-base_fp16.safetensors"])):
-        info[loader]["input"]["required"][key][0] = files
+    for node in _api("v2v_dubbing").values():  # the server has every model file the example names
+        spec = info[node["class_type"]]["input"]
+        for name, value in node["inputs"].items():
+            entry = {**spec.get("required", {}), **spec.get("optional", {})}.get(name)
+            if entry and isinstance(entry[0], list) and isinstance(value, str) and "." in value:
+                entry[0] = entry[0] + [value]
     _files(tmp_path, *[f"m/c{i}.mp4" for i in range(4)], "m/s.wav")
     jobs = [Job(id=f"j{i}", source=tmp_path / f"m/c{i}.mp4", audio=tmp_path / "m/s.wav", seed=i) for i in range(4)]
 
