@@ -71,8 +71,9 @@ def _structural(prompt: dict, role: str) -> str | None:
     sampler = _only(samplers)
     if sampler is None:
         return None
-    if role == "source":
-        return _only(_upstream(prompt, sampler, "source", ("LoadVideo", "LoadImage")))
+    if role == "source":  # a video streamed in (source_video) or frames/an image (source)
+        return _only(_upstream(prompt, sampler, "source_video", ("LoadVideo",))
+                     or _upstream(prompt, sampler, "source", ("LoadVideo", "LoadImage")))
     if role == "face":
         return _only(_upstream(prompt, sampler, "face_image", ("LoadImage",)))
     if role in ("prompt", "negative"):

@@ -156,9 +156,9 @@ def test_validation_names_missing_nodes_models_and_bad_values(tmp_path, object_i
     prompt[loader]["inputs"]["model"] = "tiny.safetensors"
     sampler = next(i for i, n in prompt.items() if n["class_type"] == "InfiniteTalkSampler")
     prompt[sampler]["inputs"]["steps"] = 0
-    info = {k: v for k, v in object_info.items() if k != "CreateVideo"}
+    info = {k: v for k, v in object_info.items() if k != "SaveVideo"}
     found = problems(prompt, info, skip)
-    assert any("node type 'CreateVideo' is not installed" in p for p in found), found
+    assert any("node type 'SaveVideo' is not installed" in p for p in found), found
     assert any("steps: 0 is below the minimum 1" in p for p in found), found
     assert not any("Source video" in p for p in found), "uploaded media are not checked against the combo"
 
