@@ -3,12 +3,12 @@ import pytest
 import torch
 
 import golden
-from dit_helpers import case_inputs, tiny_model
+from dit_helpers import case_for, case_inputs, tiny_model
 from infinitetalk_lipsync.nodes import loader as loader_node
 
 
 def test_compiled_blocks_match_eager():
-    model, inputs = tiny_model(), case_inputs("case1")
+    model, inputs = tiny_model(), case_inputs(case_for("two"))
     with torch.no_grad():
         ref = model(**inputs)
         assert model.compile_blocks(torch.device("cpu"))
