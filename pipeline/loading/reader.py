@@ -314,3 +314,17 @@ def open_checkpoint(path) -> Checkpoint:
     if path.lower().endswith(".gguf"):
         return _open_gguf(path)  # reports the bad magic clearly
     return _open_safetensors(path)
+
+
+def read_state_dict(path) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint file of any format ``open_checkpoint`` reads, as a plain dict
+    (safetensors views stay zero-copy; GGUF-quantised tensors are dequantised to float32).
+
+    The one reader for files that are loaded whole (wav2vec2, SAM2). Raises FileNotFoundError if
+    missing, CheckpointError if unreadable."""
+    ck = open_checkpoint(path)
+    out = {}
+    for key in ck.keys():
+        value = ck.get(key)
+        out[key] = value.dequantize() if isinstance(value, GGUFWeight) else value
+    return out
