@@ -161,3 +161,18 @@ def test_lora_for_another_model_errors(files, ref, tmp_path):
         load(ref, files, [(tmp_path / "sdxl_style.safetensors", 1.0)])
     with pytest.raises(CheckpointError, match="not a LoRA file"):
         load(ref, files, [(files / "infinitetalk.safetensors", 1.0)])
+
+
+def test_merge_path_never_builds_device_patch_stacks(files, ref, monkeypatch):
+    """Merged float weights bake the LoRA in: no per-Linear patch stack is built or moved to the device."""
+    from infinitetalk_lipsync.pipeline.loading import lora as lora_mod
+
+    built = []
+    real = lora_mod.PatchStack.__init__
+    monkeypatch.setattr(lora_mod.PatchStack, "__init__", lambda self, p: built.append(1) or real(self, p))
+    base, _ = lf.split(ref)
+    lf.lora_file(base, files / "merge_only.safetensors")
+    load(ref, files, [(files / "merge_only.safetensors", 1.0)])
+    assert built == []
+    load(ref, files, [(files / "merge_only.safetensors", 1.0)], lora_mode="on_the_fly")
+    assert len(built) == base_linears(ref)
