@@ -1,4 +1,4 @@
-"""Adapt ComfyUI's VAE and CLIP_VISION objects to the sampler's protocols (``pipeline/codec.py``), and
+"""Adapt ComfyUI's VAE and CLIP_VISION objects to what the sampler calls (``pipeline/codec.py``), and
 lend our own small models (wav2vec2, SAM2) to the compute device under ComfyUI's memory management."""
 from __future__ import annotations
 

@@ -148,10 +148,12 @@ def test_face_masks_without_sam2_is_the_region_ellipse():
 
 @pytest.mark.parametrize("size", ["tiny", "small", "base_plus", "large"])
 def test_random_model_of_each_size_has_the_real_layout(size):
-    sam = sam2_model.random_sam2(size, device="meta")
+    _, config = sam2_model.build_config(sam2_keys.size_layout(size))
+    with torch.device("meta"):
+        model = Sam2VideoModel(config)
     real = {k: torch.empty(v, device="meta") for k, v in real_shapes()[size].items()}
     expected = {k: tuple(v.shape) for k, v in sam2_keys.to_transformers_keys(real).items()}
-    assert {k: tuple(v.shape) for k, v in sam.model.state_dict().items()} == expected
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == expected
 
 
 def test_video_logits_match_meta_sam2(tmp_path):

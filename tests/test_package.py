@@ -161,3 +161,17 @@ def test_host_falls_back_to_plain_torch(tmp_path):
     host.show_text(None, "plan")
     host.register_model_folders()
     assert set(host.PACK_FOLDERS) >= {"wav2vec2", "sam2"}
+
+
+def test_pipeline_ships_no_test_stand_ins():
+    """Tiny codec/CLIP stand-ins, random SAM2 builders and unused protocols live in tests/ or bench/."""
+    import ast
+
+    names = {"TinyCodec", "TinyClip", "random_sam2", "VideoCodec", "ImageEncoder"}
+    found = []
+    for path in (ROOT / "pipeline").rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        found += [f"{path.relative_to(ROOT)}:{n.name}" for n in ast.walk(tree)
+                  if isinstance(n, (ast.ClassDef, ast.FunctionDef)) and (n.name in names or
+                  any(getattr(b, "id", getattr(b, "attr", "")) == "Protocol" for b in getattr(n, "bases", [])))]
+    assert not found, found

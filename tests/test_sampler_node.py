@@ -7,7 +7,8 @@ import torch
 from infinitetalk_lipsync.nodes import NODE_CLASS_MAPPINGS
 from infinitetalk_lipsync.nodes.adapters import ComfyVAE
 from infinitetalk_lipsync.nodes.sampler import InfiniteTalkSampler
-from infinitetalk_lipsync.pipeline.codec import TinyClip, TinyCodec, denormalize_latent
+from codec_standins import TinyClip, TinyCodec
+from infinitetalk_lipsync.pipeline.codec import denormalize_latent
 from sampler_fakes import FakeDiT, audio_embeds, video
 
 

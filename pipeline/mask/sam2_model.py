@@ -12,7 +12,7 @@ import torch
 
 from ..loading.errors import CheckpointError
 from ..loading.reader import read_state_dict as read_checkpoint
-from .sam2_keys import HF_MARKER, META_MARKER, hf_config_kwargs, size_layout, to_transformers_keys
+from .sam2_keys import HF_MARKER, META_MARKER, hf_config_kwargs, to_transformers_keys
 
 TRANSFORMERS_HINT = 'pip install "transformers>=4.56"'
 
@@ -70,16 +70,6 @@ def build_config(sd_hf: dict[str, torch.Tensor]):
     backbone = tf.Sam2HieraDetConfig(**kw["backbone"])
     vision = tf.Sam2VisionConfig(backbone_config=backbone, **kw["vision"])
     return kw["name"], tf.Sam2VideoConfig(vision_config=vision, **kw["model"])
-
-
-def random_sam2(name: str, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Sam2Model:
-    """The real SAM2.1 architecture ``name`` (tiny/small/base_plus/large) with random weights, created
-    directly on ``device`` (benchmarks)."""
-    tf = _transformers()
-    name, config = build_config(size_layout(name))
-    with torch.device(device):
-        model = tf.Sam2VideoModel(config)
-    return Sam2Model(model.to(dtype=dtype).eval(), name, dtype)
 
 
 def load_sam2(path: str, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Sam2Model:
