@@ -11,6 +11,7 @@ from ..pipeline.sampler.schedule import make_schedule
 from ..pipeline.sampler.solvers import SOLVERS
 from ..pipeline.sampler.source import SOURCE_END, Source
 from ..pipeline.speaker_masks import default_layout
+from ..pipeline.window_plan import MAX_MOTION, MAX_WINDOW
 from . import host
 from .adapters import ComfyClipVision, ComfyVAE
 
@@ -115,8 +116,8 @@ class InfiniteTalkSampler:
                                              "tooltip": "Official aspect-ratio buckets (cover-resize + centre crop), or custom width/height."}),
                 "width": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 16, "tooltip": "Custom width (multiple of 16); only with 'custom width/height'."}),
                 "height": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 16, "tooltip": "Custom height (multiple of 16); only with 'custom width/height'."}),
-                "window": ("INT", {"default": 81, "min": 5, "max": 161, "step": 4, "tooltip": "Frames per window (4n+1; 81 trained)."}),
-                "motion_frames": ("INT", {"default": 9, "min": 1, "max": 33, "step": 4,
+                "window": ("INT", {"default": 81, "min": 5, "max": MAX_WINDOW, "step": 4, "tooltip": "Frames per window (4n+1; 81 trained)."}),
+                "motion_frames": ("INT", {"default": 9, "min": 1, "max": MAX_MOTION, "step": 4,
                                           "tooltip": "Frames of the previous window carried as motion latents (4k+1; 9 official)."}),
             },
             "optional": {
