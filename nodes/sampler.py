@@ -5,9 +5,8 @@ import numpy as np
 import torch
 
 from ..pipeline.resolution import BUCKETS, target_size
-from ..pipeline.sampler.loop import Callbacks, Job, Settings, make_plan, run, validate
+from ..pipeline.sampler.loop import Callbacks, Job, Settings, prepare, run
 from ..pipeline.sampler.guidance import branch_names
-from ..pipeline.sampler.schedule import make_schedule
 from ..pipeline.sampler.solvers import SOLVERS
 from ..pipeline.sampler.source import SOURCE_END, Source
 from ..pipeline.speaker_masks import default_layout
@@ -160,9 +159,8 @@ class InfiniteTalkSampler:
                   source=Source(source[..., :3], source_fps, fps, th, tw, source_end), settings=settings,
                   face=None if face_image is None else face_image[0, ..., :3],
                   speaker_layout=_layout(mask_1, mask_2, src_h, src_w) if two else None)
-        validate(job)
-        plan = make_plan(job)
-        schedule = make_schedule(steps, shift, denoise)
+        prepared = prepare(job)  # validated and planned once; the loop runs exactly this plan
+        plan, schedule = prepared.plan, prepared.schedule
         mode = "I2V (image)" if job.source.is_image else f"V2V ({source.shape[0]} frames @ {source_fps:g} fps)"
         info = "\n".join(_warnings(settings, model) + [
             f"{mode}; {'bucket' if not custom else 'custom'} {tw}x{th} (from {src_w}x{src_h}); "
@@ -179,7 +177,7 @@ class InfiniteTalkSampler:
         with torch.inference_mode():
             frames, audio, out_fps = run(dit, ComfyVAE(vae), ComfyClipVision(clip_vision), job,
                                          device=getattr(model, "device", None) or host.torch_device(),
-                                         callbacks=callbacks)
+                                         callbacks=callbacks, prepared=prepared)
         return {"ui": {"text": [info]}, "result": (frames, audio, out_fps)}
 
 

@@ -115,3 +115,15 @@ def test_core_vae_adapter_normalises_like_the_official_wrapper():
     vae = CoreLikeVAE()
     frames = video(5, 16, 16)
     torch.testing.assert_close(ComfyVAE(vae).encode(frames), vae.codec.encode(frames), atol=1e-5, rtol=0)
+
+
+def test_node_validates_and_plans_once(monkeypatch):
+    """One validation and one plan per run: the node reports exactly the plan the loop runs."""
+    from infinitetalk_lipsync.pipeline.sampler import loop
+
+    calls = {"validate": 0, "make_plan": 0, "make_schedule": 0}
+    for name in calls:
+        real = getattr(loop, name)
+        monkeypatch.setattr(loop, name, lambda *a, _real=real, _name=name, **k: calls.__setitem__(_name, calls[_name] + 1) or _real(*a, **k))
+    InfiniteTalkSampler().sample(**_inputs())
+    assert calls == {"validate": 1, "make_plan": 1, "make_schedule": 1}, calls

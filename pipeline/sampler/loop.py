@@ -105,9 +105,8 @@ def make_plan(job: Job) -> WindowPlan:
 
 
 def validate(job: Job) -> None:
-    """Raise ValueError with the fix for settings that cannot run."""
+    """Raise ValueError with the fix for settings that cannot run (steps/shift/denoise: ``make_schedule``)."""
     s = job.settings
-    make_schedule(s.steps, s.shift, s.denoise)
     if s.solver not in SOLVERS:
         raise ValueError(f"Unknown solver '{s.solver}'; choose one of {sorted(SOLVERS)}.")
     if s.denoise < 1.0 and job.source.is_image:
@@ -116,6 +115,22 @@ def validate(job: Job) -> None:
         raise ValueError("two speakers need a speaker layout (default left/right, bbox, or two masks).")
     if not 0.0 <= s.colour_strength <= 1.0:
         raise ValueError(f"colour strength must be in [0, 1] (got {s.colour_strength}).")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A validated job's window plan and schedule (what the node reports is what the loop runs)."""
+
+    plan: WindowPlan
+    schedule: Schedule
+
+
+def prepare(job: Job) -> Prepared:
+    """Validate the job and plan it: the one place both happen. ``run``/``sample`` take the result."""
+    s = job.settings
+    schedule = make_schedule(s.steps, s.shift, s.denoise)  # raises for bad steps/shift/denoise
+    validate(job)
+    return Prepared(make_plan(job), schedule)
 
 
 def _y(codec, reference: torch.Tensor, frames: int) -> torch.Tensor:
@@ -128,13 +143,13 @@ def _y(codec, reference: torch.Tensor, frames: int) -> torch.Tensor:
 
 
 def sample(model, codec, clip_encoder, job: Job, device: torch.device | str = "cpu",
-           callbacks: Callbacks | None = None) -> Iterator[WindowResult]:
-    """Generate the video window by window (a generator of each window's kept frames)."""
-    validate(job)
+           callbacks: Callbacks | None = None, prepared: Prepared | None = None) -> Iterator[WindowResult]:
+    """Generate the video window by window (a generator of each window's kept frames).
+    prepared: ``prepare(job)`` if the caller already has it (validated and planned once)."""
+    prepared = prepared or prepare(job)
     cb = callbacks or Callbacks()
     s, src, audio = job.settings, job.source, job.audio
-    plan = make_plan(job)
-    schedule = make_schedule(s.steps, s.shift, s.denoise)
+    plan, schedule = prepared.plan, prepared.schedule
     total = len(plan.windows) * schedule.steps_run
     padded = [pad_embedding(e.float(), n) for e, n in zip(audio.speakers, plan.padded_lengths)]
     th, tw = src.th, src.tw
@@ -204,13 +219,14 @@ def _denoise(model, inputs: WindowInputs, z_mot: torch.Tensor, source_latent: to
 
 
 def run(model, codec, clip_encoder, job: Job, device: torch.device | str = "cpu",
-        callbacks: Callbacks | None = None) -> tuple[torch.Tensor, dict, float]:
-    """The whole video: (frames [num_frames,H,W,3] float32 0..1, AUDIO dict trimmed to the same duration, fps)."""
-    validate(job)  # before planning, as sample() does, so bad settings give the same error
-    plan = make_plan(job)
+        callbacks: Callbacks | None = None, prepared: Prepared | None = None) -> tuple[torch.Tensor, dict, float]:
+    """The whole video: (frames [num_frames,H,W,3] float32 0..1, AUDIO dict trimmed to the same duration, fps).
+    prepared: ``prepare(job)`` if the caller already has it (validated and planned once)."""
+    prepared = prepared or prepare(job)
+    plan = prepared.plan
     # Each window's frames go straight to their place: the video is never held twice (list + concatenation).
     frames = torch.empty(plan.num_frames, job.source.th, job.source.tw, 3)
-    for result in sample(model, codec, clip_encoder, job, device, callbacks):
+    for result in sample(model, codec, clip_encoder, job, device, callbacks, prepared):
         window = plan.windows[result.index]
         frames[window.output_start:window.output_start + window.kept] = result.frames
     audio = job.audio
