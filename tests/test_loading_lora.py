@@ -176,3 +176,21 @@ def test_merge_path_never_builds_device_patch_stacks(files, ref, monkeypatch):
     assert built == []
     load(ref, files, [(files / "merge_only.safetensors", 1.0)], lora_mode="on_the_fly")
     assert len(built) == base_linears(ref)
+
+
+def test_modulation_diffs_are_reported_not_applied(files, ref):
+    """diff_m (Kijai's wrapper applies it; the official loader and ComfyUI core skip it): we follow the official."""
+    from safetensors.torch import load_file, save_file
+
+    base, _ = lf.split(ref)
+    lf.lora_file(base, files / "plain.safetensors")
+    sd = load_file(str(files / "plain.safetensors"))
+    mods = [k for k in base if k.endswith(".modulation")]
+    for k in mods:
+        sd[f"diffusion_model.{k[:-len('.modulation')]}.diff_m"] = torch.ones_like(base[k]).bfloat16()
+    save_file(sd, str(files / "with_diff_m.safetensors"))
+    model, report = load(ref, files, [(files / "with_diff_m.safetensors", 1.0)])
+    plain, _ = load(ref, files, [(files / "plain.safetensors", 1.0)])
+    a, b = outputs(model), outputs(plain)
+    assert all(torch.equal(a[k], b[k]) for k in b)
+    assert report.loras[0]["skipped"] == len(mods) and "diff_m" in report.text()
