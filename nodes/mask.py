@@ -14,7 +14,7 @@ from .adapters import on_device
 from ..pipeline.mask.colour import COLOUR_MODES
 from ..pipeline.mask.composite import composite, resize_masks
 from ..pipeline.mask.crop import CROP_INFO_TYPE, crop_frames, paste_frames, plan_crop
-from ..pipeline.mask.face_box import boxes_from_mask, parse_box, parse_points, track_faces
+from ..pipeline.mask.face_box import boxes_from_mask, check_box_in_frame, parse_box, parse_points, track_faces
 from ..pipeline.mask.face_mask import CHUNK, face_masks
 from ..pipeline.mask.regions import REGIONS, ellipse_masks
 from ..pipeline.mask.sam2_model import load_sam2
@@ -162,6 +162,10 @@ class InfiniteTalkFaceCrop:
         if mask is not None:
             boxes, paste_region = boxes_from_mask(mask, count, h, w), "box"
         elif typed is not None:
+            try:
+                check_box_in_frame(typed, h, w)
+            except ValueError as err:
+                raise ValueError(f"box: {err}") from None
             boxes, paste_region = torch.tensor(typed)[None].expand(count, 4).clone(), region
         else:
             boxes, paste_region = track_faces(images, detect_every=detect_every), region
