@@ -123,7 +123,8 @@ class InfiniteTalkAudioEmbeds:
         moved = nullcontext() if wav2vec.device == wav2vec.offload else on_device(model, wav2vec.device, wav2vec.offload)
         with moved:
             embeds, report = compute_audio_embeds(model, audios, mode=multi_mode, fps=fps,
-                                                  start_s=start_time, end_s=end_time)
+                                                  start_s=start_time, end_s=end_time,
+                                                  interrupt=host.throw_if_interrupted)
         out_audio = {"waveform": embeds.waveform[None], "sample_rate": embeds.sample_rate}
         return {"ui": {"text": [report.text()]}, "result": (embeds, out_audio, embeds.num_frames)}
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -26,9 +27,27 @@ def frame_count(num_samples: int, fps: float) -> int:
     return int(num_samples / SAMPLE_RATE * fps)
 
 
+@contextmanager
+def _interruptible(model: Wav2Vec2Encoder, interrupt: Callable[[], None] | None):
+    """Call ``interrupt()`` before every CNN chunk and transformer layer (each well under a second even
+    for minutes of audio on a CPU), so a cancel request stops the encoder promptly."""
+    if interrupt is None:
+        yield
+        return
+    modules = [layer.conv for layer in model.feature_extractor.conv_layers] + list(model.encoder.layers)
+    handles = [m.register_forward_pre_hook(lambda *_: interrupt()) for m in modules]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 @torch.no_grad()
-def embed_track(model: Wav2Vec2Encoder, track: np.ndarray, fps: float, what: str = "audio") -> torch.Tensor:
-    """One 16 kHz track [N] (loudness-normalised) -> [int(N/16000*fps), num_layers, hidden] float32 CPU."""
+def embed_track(model: Wav2Vec2Encoder, track: np.ndarray, fps: float, what: str = "audio",
+                interrupt: Callable[[], None] | None = None) -> torch.Tensor:
+    """One 16 kHz track [N] (loudness-normalised) -> [int(N/16000*fps), num_layers, hidden] float32 CPU.
+    interrupt(): raises to stop (called throughout the encoder)."""
     seq_len = frame_count(track.shape[-1], fps)
     receptive = model.receptive_field
     if seq_len < 1 or track.shape[-1] < receptive:
@@ -38,7 +57,7 @@ def embed_track(model: Wav2Vec2Encoder, track: np.ndarray, fps: float, what: str
     values = normalize_input(track) if model.normalize_input else track.astype(np.float32)
     param = next(model.parameters())
     x = torch.from_numpy(values)[None].to(device=param.device, dtype=param.dtype)
-    with _full_fp32(param.device):
+    with _full_fp32(param.device), _interruptible(model, interrupt):
         return model(x, seq_len)[0].float().cpu()
 
 
@@ -84,14 +103,17 @@ def crop(track_len: int, start_s: float, end_s: float) -> slice:
 
 
 def compute_audio_embeds(model: Wav2Vec2Encoder, audios: list[tuple[object, int]], *, mode: str = "add",
-                         fps: float = 25.0, start_s: float = 0.0, end_s: float = 0.0) -> tuple[AudioEmbeds, AudioReport]:
+                         fps: float = 25.0, start_s: float = 0.0, end_s: float = 0.0,
+                         interrupt: Callable[[], None] | None = None) -> tuple[AudioEmbeds, AudioReport]:
     """1 or 2 (waveform, sample_rate) inputs -> (AudioEmbeds, report).
 
     Each input is down-mixed, resampled and loudness-normalised on its own (as the official code
     does per file); two inputs are combined with ``mode`` ('add' sequential / 'para' simultaneous).
     The crop [start_s, end_s) then applies to the combined 16 kHz timeline, so loudness does not
-    depend on the crop. The muxing waveform is the mono mix [1, N] at 16 kHz.
+    depend on the crop. The muxing waveform is the mono mix [1, N] at 16 kHz. interrupt(): raises to
+    stop; called between the stages and throughout the encoder (the node passes the host's cancel check).
     """
+    check = interrupt or (lambda: None)
     if not 1 <= len(audios) <= 2:
         raise ValueError(f"InfiniteTalk takes 1 or 2 speakers, got {len(audios)} audio inputs.")
     if not fps > 0:
@@ -99,6 +121,7 @@ def compute_audio_embeds(model: Wav2Vec2Encoder, audios: list[tuple[object, int]
     tracks, loudness = [], []
     for i, (waveform, rate) in enumerate(audios):
         what = f"speaker {i + 1} audio"
+        check()
         track, lufs = loudness_normalize(to_mono_16k(waveform, rate, what), what=what)
         tracks.append(track)
         loudness.append(lufs)
@@ -106,7 +129,8 @@ def compute_audio_embeds(model: Wav2Vec2Encoder, audios: list[tuple[object, int]
         tracks = list(combine_speakers(tracks[0], tracks[1], mode))
     window = crop(tracks[0].shape[-1], start_s, end_s)
     tracks = [t[window] for t in tracks]
-    speakers = [embed_track(model, t, fps, f"speaker {i + 1} audio") for i, t in enumerate(tracks)]
+    check()
+    speakers = [embed_track(model, t, fps, f"speaker {i + 1} audio", interrupt) for i, t in enumerate(tracks)]
     mix = np.sum(tracks, axis=0).astype(np.float32)
     duration = mix.shape[-1] / SAMPLE_RATE
     embeds = AudioEmbeds(speakers=speakers, fps=float(fps), duration_s=duration, num_frames=round(duration * fps),
