@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from .embeds import AudioEmbeds
-from .preprocess import (SAMPLE_RATE, combine_speakers, loudness_normalize, normalize_input, to_mono_16k)
+from .preprocess import (SAMPLE_RATE, TARGET_LUFS, combine_speakers, loudness_normalize, normalize_input,
+                         to_mono_16k)
 from .wav2vec2 import Wav2Vec2Encoder
 
 
@@ -85,9 +86,12 @@ class AudioReport:
     rows: int
 
     def text(self) -> str:
-        lufs = ", ".join("silent (not normalised)" if abs(v) > 100 else f"{v:.1f} LUFS" for v in self.loudness_lufs)
+        """Each input's loudness and what was done with it (silence is left as it is, never "-> -23")."""
+        who = (lambda i: f"speaker {i + 1} ") if len(self.loudness_lufs) > 1 else (lambda i: "")
+        parts = [f"{who(i)}silent, left unchanged (nothing to normalise)" if abs(v) > 100
+                 else f"{who(i)}{v:.1f} LUFS -> {TARGET_LUFS:g} LUFS" for i, v in enumerate(self.loudness_lufs)]
         return (f"{self.duration_s:.2f} s -> {self.num_frames} frames ({self.rows} embedding rows); "
-                f"input loudness {lufs} -> -23 LUFS")
+                f"loudness: {'; '.join(parts)}")
 
 
 def crop(track_len: int, start_s: float, end_s: float) -> slice:
