@@ -142,7 +142,9 @@ class InfiniteTalkSampler:
         src_h, src_w = int(source.shape[1]), int(source.shape[2])
         custom = resolution == RESOLUTIONS[-1]
         if custom and not (width and height):
-            raise ValueError("resolution 'custom width/height' needs width and height (multiples of 16).")
+            raise ValueError(f"resolution 'custom width/height' needs width and height as positive multiples of 16 "
+                             f"(got {width}x{height}), e.g. 832x480; or choose a bucket resolution "
+                             f"({', '.join(RESOLUTIONS[:-1])}) to size the output from the source.")
         th, tw = target_size(src_h, src_w, resolution.split("p")[0] if not custom else "480",
                              width if custom else 0, height if custom else 0)
         fps = float(getattr(audio_embeds, "fps", 0) or 0)

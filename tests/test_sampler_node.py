@@ -127,3 +127,11 @@ def test_node_validates_and_plans_once(monkeypatch):
         monkeypatch.setattr(loop, name, lambda *a, _real=real, _name=name, **k: calls.__setitem__(_name, calls[_name] + 1) or _real(*a, **k))
     InfiniteTalkSampler().sample(**_inputs())
     assert calls == {"validate": 1, "make_plan": 1, "make_schedule": 1}, calls
+
+
+@pytest.mark.parametrize("width,height", [(0, 0), (0, 16), (330, 192)])
+def test_custom_size_errors_never_suggest_zero(width, height):
+    """In custom mode 0x0 is itself an error: the message must give a valid size, not 'set both to 0'."""
+    with pytest.raises(ValueError, match="multiples of 16") as info:
+        InfiniteTalkSampler().sample(**_inputs(width=width, height=height))
+    assert "set both to 0" not in str(info.value) and "832x480" in str(info.value)
