@@ -164,10 +164,12 @@ class InfiniteTalkSampler:
         prepared = prepare(job)  # validated and planned once; the loop runs exactly this plan
         plan, schedule = prepared.plan, prepared.schedule
         mode = "I2V (image)" if job.source.is_image else f"V2V ({source.shape[0]} frames @ {source_fps:g} fps)"
-        info = "\n".join(_warnings(settings, model) + [
+        denoise_warning = schedule.denoise_warning(denoise)
+        info = "\n".join(_warnings(settings, model) + ([denoise_warning] if denoise_warning else []) + [
             f"{mode}; {'bucket' if not custom else 'custom'} {tw}x{th} (from {src_w}x{src_h}); "
             f"{len(plan.windows)} windows x {schedule.steps_run} of {steps} steps (denoise {denoise:g}, starting at "
-            f"t={float(schedule.t[schedule.start]):.1f}), {solver}, {len(branch_names(cfg))} model calls per step",
+            f"t={float(schedule.t[schedule.start]):.1f} = noise level {schedule.start_noise:.3f}), {solver}, "
+            f"{len(branch_names(cfg))} model calls per step",
             plan.summary()])
         host.show_text(unique_id, info)
 

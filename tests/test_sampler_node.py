@@ -135,3 +135,11 @@ def test_custom_size_errors_never_suggest_zero(width, height):
     with pytest.raises(ValueError, match="multiples of 16") as info:
         InfiniteTalkSampler().sample(**_inputs(width=width, height=height))
     assert "set both to 0" not in str(info.value) and "832x480" in str(info.value)
+
+
+def test_node_reports_start_noise_and_warns_when_denoise_is_ineffective():
+    out = InfiniteTalkSampler().sample(**_inputs(steps=1, denoise=0.5))
+    text = out["ui"]["text"][0]
+    assert "noise level 1.000" in text and "WARNING: denoise 0.5 has no effect with 1 step" in text
+    text = InfiniteTalkSampler().sample(**_inputs(steps=2, denoise=0.5))["ui"]["text"][0]
+    assert "WARNING: denoise 0.5 with 2 steps" in text and "almost no noise" in text
