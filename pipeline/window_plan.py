@@ -50,6 +50,8 @@ MAX_MOTION = 33
 class WindowPlanError(ValueError):
     """An invalid window/motion/fps/length setting (the message names the parameter and the fix)."""
 
+    __module__ = "infinitetalk"  # ComfyUI shows "infinitetalk.WindowPlanError", not the install path
+
 
 @dataclass(frozen=True)
 class Window:

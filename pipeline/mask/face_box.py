@@ -19,9 +19,13 @@ CASCADE_FILE = "haarcascade_frontalface_alt2.xml"
 class NoFaceFoundError(ValueError):
     """No face was found anywhere in the video."""
 
+    __module__ = "infinitetalk"  # ComfyUI shows "infinitetalk.NoFaceFoundError", not the install path
+
 
 class OpenCVMissingError(ImportError):
     """OpenCV 4.x (with its Haar cascades) is not installed."""
+
+    __module__ = "infinitetalk"  # ComfyUI shows "infinitetalk.OpenCVMissingError", not the install path
 
 
 def parse_box(text: str) -> tuple[float, float, float, float] | None:

@@ -20,6 +20,8 @@ TRANSFORMERS_HINT = 'pip install "transformers>=4.56"'
 class Sam2UnavailableError(ImportError):
     """transformers with Sam2VideoModel is not installed."""
 
+    __module__ = "infinitetalk"  # ComfyUI shows "infinitetalk.Sam2UnavailableError", not the install path
+
 
 @dataclass
 class Sam2Model:
