@@ -9,6 +9,7 @@ from ..pipeline.sampler.loop import Callbacks, Job, Settings, prepare, run
 from ..pipeline.sampler.guidance import branch_names
 from ..pipeline.sampler.solvers import SOLVERS
 from ..pipeline.sampler.source import SOURCE_END, Source
+from ..pipeline.mask.composite import mask_size_note
 from ..pipeline.speaker_masks import default_layout
 from ..pipeline.window_plan import MAX_MOTION, MAX_WINDOW
 from . import host
@@ -165,7 +166,9 @@ class InfiniteTalkSampler:
         plan, schedule = prepared.plan, prepared.schedule
         mode = "I2V (image)" if job.source.is_image else f"V2V ({source.shape[0]} frames @ {source_fps:g} fps)"
         denoise_warning = schedule.denoise_warning(denoise)
-        info = "\n".join(_warnings(settings, model) + ([denoise_warning] if denoise_warning else []) + [
+        notes = [n for n in (mask_size_note(m, src_h, src_w, name) for name, m in (("mask_1", mask_1), ("mask_2", mask_2))
+                             if m is not None and two) if n]
+        info = "\n".join(_warnings(settings, model) + ([denoise_warning] if denoise_warning else []) + notes + [
             f"{mode}; {'bucket' if not custom else 'custom'} {tw}x{th} (from {src_w}x{src_h}); "
             f"{len(plan.windows)} windows x {schedule.steps_run} of {steps} steps (denoise {denoise:g}, starting at "
             f"t={float(schedule.t[schedule.start]):.1f} = noise level {schedule.start_noise:.3f}), {solver}, "

@@ -143,3 +143,11 @@ def test_node_reports_start_noise_and_warns_when_denoise_is_ineffective():
     assert "noise level 1.000" in text and "WARNING: denoise 0.5 has no effect with 1 step" in text
     text = InfiniteTalkSampler().sample(**_inputs(steps=2, denoise=0.5))["ui"]["text"][0]
     assert "WARNING: denoise 0.5 with 2 steps" in text and "almost no noise" in text
+
+
+def test_speaker_mask_of_another_size_is_reported():
+    m1, m2 = torch.zeros(1, 12, 10), torch.zeros(1, 12, 10)
+    m1[:, :, :5], m2[:, :, 5:] = 1, 1
+    out = InfiniteTalkSampler().sample(**_inputs(audio_embeds=audio_embeds([30, 30]), mask_1=m1, mask_2=m2))
+    text = out["ui"]["text"][0]
+    assert "mask_1 is 10x12 but the frames are 40x24" in text and "STRETCHED" in text
