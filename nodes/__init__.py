@@ -6,6 +6,7 @@ from . import frame_count
 from . import loader
 from . import mask
 from . import sampler
+from . import vocals
 
 # One module per line, so that branches adding nodes merge cleanly.
 _MODULES = (
@@ -14,6 +15,7 @@ _MODULES = (
     loader,
     mask,
     sampler,
+    vocals,
 )
 
 NODE_CLASS_MAPPINGS = {}

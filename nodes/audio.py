@@ -102,30 +102,37 @@ class InfiniteTalkAudioEmbeds:
                 "multi_mode": (list(COMBINE_MODES), {"tooltip": "Two speakers only. add: speaker 1 talks, then speaker 2 "
                                                                 "(sequential turns). para: both tracks play at the same "
                                                                 "time; the shorter is padded with silence."}),
+                "soundtrack": ("AUDIO", {"tooltip": "Sound for the video when the speech above is a processed copy of "
+                                                    "it, e.g. the full mix whose vocals InfiniteTalk Vocal Separation "
+                                                    "gave as 'audio'. Cropped like the speech. Unconnected: the "
+                                                    "speech inputs themselves, at their own quality."}),
             },
         }
 
     RETURN_TYPES = ("INFINITETALK_AUDIO_EMBEDS", "AUDIO", "INT")
     RETURN_NAMES = ("audio_embeds", "audio", "num_frames")
     OUTPUT_TOOLTIPS = ("Per-speaker wav2vec2 features for the InfiniteTalk sampler.",
-                       "The processed audio (16 kHz mono, loudness-normalised, cropped) to mux into the video.",
+                       "The sound for the video: the original audio (or soundtrack) at its own sample rate and "
+                       "channels, cropped and exactly as long as num_frames.",
                        "Video frames that cover the audio at this fps.")
     FUNCTION = "embed"
     CATEGORY = "InfiniteTalk/audio"
     DESCRIPTION = "Speech -> InfiniteTalk audio embeddings, as the official pipeline (16 kHz, -23 LUFS, wav2vec2)."
 
-    def embed(self, wav2vec, audio, fps, start_time, end_time, audio_2=None, multi_mode="add"):
+    def embed(self, wav2vec, audio, fps, start_time, end_time, audio_2=None, multi_mode="add", soundtrack=None):
         audios = [_audio_input(audio, "audio")]
         if audio_2 is not None:
             audios.append(_audio_input(audio_2, "audio_2"))
+        sound = None if soundtrack is None else _audio_input(soundtrack, "soundtrack")
         host.throw_if_interrupted()
         model = wav2vec.model
         moved = nullcontext() if wav2vec.device == wav2vec.offload else on_device(model, wav2vec.device, wav2vec.offload)
         with moved:
             embeds, report = compute_audio_embeds(model, audios, mode=multi_mode, fps=fps,
-                                                  start_s=start_time, end_s=end_time,
+                                                  start_s=start_time, end_s=end_time, soundtrack=sound,
                                                   interrupt=host.throw_if_interrupted)
-        out_audio = {"waveform": embeds.waveform[None], "sample_rate": embeds.sample_rate}
+        waveform, rate = embeds.output_sound()
+        out_audio = {"waveform": waveform[None], "sample_rate": rate}
         return {"ui": {"text": [report.text()]}, "result": (embeds, out_audio, embeds.num_frames)}
 
 

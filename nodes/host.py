@@ -28,6 +28,9 @@ IN_COMFY = _mm is not None
 PACK_FOLDERS = {
     "wav2vec2": ("wav2vec2", {".safetensors", ".bin", ".pt", ".pth", ".json"}, ("audio_encoders",)),
     "sam2": ("sam2", {".safetensors", ".pt", ".pth"}, ()),
+    # Mel-Band RoFormer: our folder, plus diffusion_models, where Kijai's ComfyUI-MelBandRoFormer reads it.
+    "vocal_separation": ("vocal_separation", {".safetensors", ".sft", ".pt", ".pth", ".bin", ".ckpt"},
+                         ("diffusion_models",)),
     # DiT files incl. GGUF: the core diffusion_models/unet folders (+ model_patches, where Comfy-Org's
     # InfiniteTalk files live) listed with .gguf, without changing what core loaders list.
     "infinitetalk_dit": ("diffusion_models", {".safetensors", ".sft", ".gguf", ".pt", ".pth", ".bin"},

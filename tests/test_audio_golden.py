@@ -5,6 +5,7 @@ import torch
 
 import golden
 from infinitetalk_lipsync.pipeline.audio import Wav2Vec2Config, compute_audio_embeds, load_wav2vec2
+from infinitetalk_lipsync.pipeline.audio.features import speech_tracks
 from infinitetalk_lipsync.pipeline.audio.preprocess import (combine_speakers, integrated_loudness, loudness_normalize,
                                                              normalize_input, to_mono_16k)
 
@@ -68,8 +69,10 @@ def test_full_pipeline_from_waveform(model):
     assert embeds.speakers[0].dtype == torch.float32 and embeds.speakers[0].device.type == "cpu"
     assert embeds.duration_s == pytest.approx(case["duration_s"])
     assert embeds.num_frames == round(case["duration_s"] * 25)
-    assert embeds.sample_rate == 16000 and embeds.waveform.shape == (1, ref("wave_16k").numel())
-    golden.assert_close(embeds.waveform[0], ref("wave_loudnorm"), REL, "muxed waveform")
+    (track,), _, _, _ = speech_tracks([(ref("wave_16k")[None, None], case["sr"])])
+    golden.assert_close(torch.from_numpy(track), ref("wave_loudnorm"), REL, "wav2vec2 waveform")
+    # The video's sound is the input itself: no loudness gain.
+    assert embeds.sample_rate == 16000 and torch.equal(embeds.waveform, ref("wave_16k")[None])
     assert report.loudness_lufs[0] == pytest.approx(case["loudness_in_lufs"])
     assert "frames" in report.text() and "LUFS" in report.text()
 
@@ -94,8 +97,15 @@ def test_multi_speaker_embeds(model, mode):
         track = ref(f"multi_{mode}.speech{i + 1}").numpy()
         expected = model(torch.from_numpy(normalize_input(track))[None], int(len(track) / 16000 * 25))[0]
         golden.assert_close(embeds.speakers[i], expected, 1e-5, f"speaker {i + 1}")
-    mix = ref(f"multi_{mode}.speech1") + ref(f"multi_{mode}.speech2")
-    golden.assert_close(embeds.waveform[0], mix, REL, "mix")
+    tracks, _, _, _ = speech_tracks([(w, 16000) for w in waves], mode)
+    for i in range(2):
+        golden.assert_close(torch.from_numpy(tracks[i]), ref(f"multi_{mode}.speech{i + 1}"), REL, f"track {i + 1}")
+    # The video's sound: the inputs as given (no loudness gain), laid out like the tracks.
+    a, b = waves
+    size = max(a.numel(), b.numel())  # 'para': the shorter input (either one) is padded with silence
+    pad = torch.nn.functional.pad
+    raw = torch.cat([a, b]) if mode == "add" else pad(a, (0, size - a.numel())) + pad(b, (0, size - b.numel()))
+    assert torch.allclose(embeds.waveform[0], raw, atol=1e-7)
 
 
 @pytest.mark.parametrize("order", ["longer_first", "longer_last"])
@@ -126,4 +136,5 @@ def test_add_with_clip_shorter_than_loudness_block(model):
     gained = loudness_normalize(short)[0]
     # Heard on repeat, the normalised short clip sits at the target loudness.
     assert integrated_loudness(np.tile(gained, 10)) == pytest.approx(-23.0, abs=0.5)
-    golden.assert_close(embeds.waveform[0, first.numel():], torch.from_numpy(gained), REL, "short clip gain")
+    tracks, _, _, _ = speech_tracks([(first, 16000), (short, 16000)], "add")
+    golden.assert_close(torch.from_numpy(tracks[1][first.numel():]), torch.from_numpy(gained), REL, "short clip gain")

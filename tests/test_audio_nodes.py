@@ -45,7 +45,8 @@ def test_loader_and_embeds_node(tmp_path):
     layers = handle.model.config.num_hidden_layers
     assert embeds.speakers[0].shape == (37, layers, handle.model.config.hidden_size)
     assert frames == embeds.num_frames == 38  # 1.5 s * 25 fps
-    assert audio["sample_rate"] == 16000 and audio["waveform"].shape == (1, 1, 24000)
+    # The video's sound keeps the best input quality (44.1 kHz stereo) and lasts exactly 38 frames.
+    assert audio["sample_rate"] == 44100 and audio["waveform"].shape == (1, 2, 38 * 44100 // 25)
     assert "1.50 s -> 38 frames" in out["ui"]["text"][0]
 
 

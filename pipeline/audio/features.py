@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from .embeds import AudioEmbeds
-from .preprocess import (SAMPLE_RATE, TARGET_LUFS, combine_speakers, loudness_normalize, normalize_input,
-                         to_mono_16k)
+from .preprocess import (SAMPLE_RATE, TARGET_LUFS, as_channels, combine_speakers, loudness_normalize,
+                         normalize_input, to_mono_16k)
+from .sound import crop_sound, speakers_sound
 from .wav2vec2 import Wav2Vec2Encoder
 
 
@@ -106,37 +107,58 @@ def crop(track_len: int, start_s: float, end_s: float) -> slice:
     return slice(start, end)
 
 
-def compute_audio_embeds(model: Wav2Vec2Encoder, audios: list[tuple[object, int]], *, mode: str = "add",
-                         fps: float = 25.0, start_s: float = 0.0, end_s: float = 0.0,
-                         interrupt: Callable[[], None] | None = None) -> tuple[AudioEmbeds, AudioReport]:
-    """1 or 2 (waveform, sample_rate) inputs -> (AudioEmbeds, report).
+def speech_tracks(audios: list[tuple[object, int]], mode: str = "add", start_s: float = 0.0,
+                  end_s: float = 0.0, interrupt: Callable[[], None] | None = None
+                  ) -> tuple[list[np.ndarray], list[float], slice, list[int]]:
+    """What wav2vec2 hears: 1 or 2 (waveform, sample_rate) inputs -> (cropped 16 kHz speaker tracks
+    (float64, equal length), measured loudness per input, the crop on the combined 16 kHz timeline,
+    each input's 16 kHz length before combining).
 
     Each input is down-mixed, resampled and loudness-normalised on its own (as the official code
     does per file); two inputs are combined with ``mode`` ('add' sequential / 'para' simultaneous).
-    The crop [start_s, end_s) then applies to the combined 16 kHz timeline, so loudness does not
-    depend on the crop. The muxing waveform is the mono mix [1, N] at 16 kHz. interrupt(): raises to
-    stop; called between the stages and throughout the encoder (the node passes the host's cancel check).
+    The crop [start_s, end_s) then applies to the combined timeline, so loudness does not depend on it.
+    interrupt(): raises to stop; called before each input's preparation.
     """
-    check = interrupt or (lambda: None)
+    tracks, loudness = [], []
+    for i, (waveform, rate) in enumerate(audios):
+        what = f"speaker {i + 1} audio"
+        if interrupt is not None:
+            interrupt()
+        track, lufs = loudness_normalize(to_mono_16k(waveform, rate, what), what=what)
+        tracks.append(track)
+        loudness.append(lufs)
+    lengths = [t.shape[-1] for t in tracks]
+    if len(tracks) == 2:
+        tracks = list(combine_speakers(tracks[0], tracks[1], mode))
+    window = crop(tracks[0].shape[-1], start_s, end_s)
+    return [t[window] for t in tracks], loudness, window, lengths
+
+
+def compute_audio_embeds(model: Wav2Vec2Encoder, audios: list[tuple[object, int]], *, mode: str = "add",
+                         fps: float = 25.0, start_s: float = 0.0, end_s: float = 0.0,
+                         soundtrack: tuple[object, int] | None = None,
+                         interrupt: Callable[[], None] | None = None) -> tuple[AudioEmbeds, AudioReport]:
+    """1 or 2 (waveform, sample_rate) speech inputs -> (AudioEmbeds, report).
+
+    The embeddings come from ``speech_tracks``. The video's sound (AudioEmbeds.waveform) is the original
+    input(s) at full quality (sound.speakers_sound), or ``soundtrack`` (waveform, sample_rate) when the
+    speech is a processed copy of it (e.g. separated vocals); either way cropped like the embeddings.
+    interrupt(): raises to stop; called between the stages and throughout the encoder (the node passes
+    the host's cancel check).
+    """
     if not 1 <= len(audios) <= 2:
         raise ValueError(f"InfiniteTalk takes 1 or 2 speakers, got {len(audios)} audio inputs.")
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps}.")
-    tracks, loudness = [], []
-    for i, (waveform, rate) in enumerate(audios):
-        what = f"speaker {i + 1} audio"
-        check()
-        track, lufs = loudness_normalize(to_mono_16k(waveform, rate, what), what=what)
-        tracks.append(track)
-        loudness.append(lufs)
-    if len(tracks) == 2:
-        tracks = list(combine_speakers(tracks[0], tracks[1], mode))
-    window = crop(tracks[0].shape[-1], start_s, end_s)
-    tracks = [t[window] for t in tracks]
-    check()
+    tracks, loudness, window, lengths = speech_tracks(audios, mode, start_s, end_s, interrupt)
+    if interrupt is not None:
+        interrupt()
     speakers = [embed_track(model, t, fps, f"speaker {i + 1} audio", interrupt) for i, t in enumerate(tracks)]
-    mix = np.sum(tracks, axis=0).astype(np.float32)
-    duration = mix.shape[-1] / SAMPLE_RATE
+    if soundtrack is None:
+        sound, rate = speakers_sound(audios, lengths, mode)
+    else:
+        sound, rate = as_channels(*soundtrack, what="soundtrack")
+    duration = tracks[0].shape[-1] / SAMPLE_RATE
     embeds = AudioEmbeds(speakers=speakers, fps=float(fps), duration_s=duration, num_frames=round(duration * fps),
-                         waveform=torch.from_numpy(mix)[None], sample_rate=SAMPLE_RATE)
+                         waveform=crop_sound(sound, rate, window), sample_rate=rate)
     return embeds, AudioReport(loudness, duration, embeds.num_frames, speakers[0].shape[0])

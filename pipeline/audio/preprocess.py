@@ -19,12 +19,10 @@ COMBINE_MODES = ("add", "para")
 log = logging.getLogger("infinitetalk_lipsync")
 
 
-def to_mono_16k(waveform, sample_rate: int, what: str = "audio") -> np.ndarray:
-    """Any waveform -> mono float32 at 16 kHz, as ``librosa.load(path, sr=16000)``.
+def as_channels(waveform, sample_rate, what: str = "audio") -> tuple[np.ndarray, int]:
+    """A waveform [T], [C, T] or [1, C, T] (ComfyUI AUDIO) tensor or array -> ([C, T] float32 array, rate).
 
-    waveform: [T], [C, T] or [1, C, T] (ComfyUI AUDIO) tensor or array; channels are averaged
-    (librosa's down-mix) before soxr_hq resampling. ``what`` names the input in errors.
-    Returns [N] float32 with N = ceil(T * 16000 / sample_rate).
+    Raises ValueError naming ``what`` for batches, empty or non-finite audio and bad sample rates.
     """
     data = waveform.detach().cpu().float().numpy() if isinstance(waveform, torch.Tensor) \
         else np.asarray(waveform, dtype=np.float32)
@@ -49,17 +47,33 @@ def to_mono_16k(waveform, sample_rate: int, what: str = "audio") -> np.ndarray:
         raise ValueError(f"{what}: sample_rate must be a positive integer, got {sample_rate!r}.") from None
     if sample_rate <= 0:
         raise ValueError(f"{what}: sample_rate must be a positive integer, got {sample_rate}.")
-    mono = np.ascontiguousarray(data.mean(axis=0, dtype=np.float32))
-    if sample_rate == SAMPLE_RATE:
-        return mono
+    return data, sample_rate
+
+
+def resample(data: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """[T] or [C, T] float32 -> soxr_hq at ``target`` with librosa's length ceil(T * target / rate)."""
+    if rate == target:
+        return data
     import soxr
 
-    out = soxr.resample(mono, sample_rate, SAMPLE_RATE, "soxr_hq")
-    # librosa fixes the length to ceil(T * ratio), zero-padding or trimming soxr's output.
-    size = int(np.ceil(mono.shape[-1] * (float(SAMPLE_RATE) / sample_rate)))
+    # soxr takes [T, C]; librosa fixes the length to ceil(T * ratio), zero-padding or trimming soxr's output.
+    out = soxr.resample(data.T, rate, target, "soxr_hq").T
+    size = int(np.ceil(data.shape[-1] * (float(target) / rate)))
     if out.shape[-1] >= size:
-        return np.ascontiguousarray(out[:size])
-    return np.pad(out, (0, size - out.shape[-1]))
+        return np.ascontiguousarray(out[..., :size])
+    return np.pad(out, [(0, 0)] * (out.ndim - 1) + [(0, size - out.shape[-1])])
+
+
+def to_mono_16k(waveform, sample_rate: int, what: str = "audio") -> np.ndarray:
+    """Any waveform -> mono float32 at 16 kHz, as ``librosa.load(path, sr=16000)``.
+
+    waveform: [T], [C, T] or [1, C, T] (ComfyUI AUDIO) tensor or array; channels are averaged
+    (librosa's down-mix) before soxr_hq resampling. ``what`` names the input in errors.
+    Returns [N] float32 with N = ceil(T * 16000 / sample_rate).
+    """
+    data, sample_rate = as_channels(waveform, sample_rate, what)
+    mono = np.ascontiguousarray(data.mean(axis=0, dtype=np.float32))
+    return resample(mono, sample_rate, SAMPLE_RATE)
 
 
 def integrated_loudness(track: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:

@@ -220,8 +220,9 @@ def _denoise(model, inputs: WindowInputs, z_mot: torch.Tensor, source_latent: to
 
 def run(model, codec, clip_encoder, job: Job, device: torch.device | str = "cpu",
         callbacks: Callbacks | None = None, prepared: Prepared | None = None) -> tuple[torch.Tensor, dict, float]:
-    """The whole video: (frames [num_frames,H,W,3] float32 0..1, AUDIO dict trimmed to the same duration, fps).
-    prepared: ``prepare(job)`` if the caller already has it (validated and planned once)."""
+    """The whole video: (frames [num_frames,H,W,3] float32 0..1, AUDIO dict of the original sound trimmed to the
+    frames (AudioEmbeds.output_sound), fps). prepared: ``prepare(job)`` if the caller already has it (validated
+    and planned once)."""
     prepared = prepared or prepare(job)
     plan = prepared.plan
     # Each window's frames go straight to their place: the video is never held twice (list + concatenation).
@@ -229,10 +230,5 @@ def run(model, codec, clip_encoder, job: Job, device: torch.device | str = "cpu"
     for result in sample(model, codec, clip_encoder, job, device, callbacks, prepared):
         window = plan.windows[result.index]
         frames[window.output_start:window.output_start + window.kept] = result.frames
-    audio = job.audio
-    fps = float(audio.fps)
-    samples = round(frames.shape[0] / fps * audio.sample_rate)
-    waveform = audio.waveform[..., :samples]
-    if waveform.shape[-1] < samples:
-        waveform = torch.nn.functional.pad(waveform, (0, samples - waveform.shape[-1]))
-    return frames, {"waveform": waveform[None].float(), "sample_rate": int(audio.sample_rate)}, fps
+    waveform, rate = job.audio.output_sound(frames.shape[0])
+    return frames, {"waveform": waveform[None].float(), "sample_rate": rate}, float(job.audio.fps)

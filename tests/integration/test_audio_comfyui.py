@@ -2,6 +2,7 @@
 (tiny wav2vec2 files written into models/wav2vec2 and models/audio_encoders) -> embeds node -> SaveAudio."""
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -57,7 +58,22 @@ def test_load_audio_to_embeds(server, model_name, normalization):
     (text,) = entry["outputs"]["3"]["text"]
     assert text.startswith("4.00 s -> 100 frames (100 embedding rows)") and "LUFS" in text
     saved = entry["outputs"]["4"]["audio"][0]
-    assert (server.output_dir / saved.get("subfolder", "") / saved["filename"]).is_file()
+    path = server.output_dir / saved.get("subfolder", "") / saved["filename"]
+    # The sound output is speech_1.wav itself (44.1 kHz stereo, levels untouched) from 1 s, exactly 100 frames long.
+    rate, sound = read_audio(path)
+    _, original = read_audio(server.input_dir / name)
+    assert rate == 44100 and sound.shape == (2, 100 * 1764)
+    assert np.abs(sound - original[:, 44100:44100 + 100 * 1764]).max() < 2e-4
+
+
+def read_audio(path):
+    """([C, T] float64, rate) of an audio file, decoded with PyAV."""
+    av = pytest.importorskip("av")
+    with av.open(str(path)) as c:
+        rate = c.streams.audio[0].rate
+        planar = av.AudioResampler(format="fltp")
+        data = np.concatenate([f.to_ndarray() for frame in c.decode(audio=0) for f in planar.resample(frame)], axis=-1)
+    return rate, data.astype(np.float64)
 
 
 def test_video_audio_two_speakers(server):

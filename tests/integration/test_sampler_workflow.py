@@ -4,9 +4,9 @@ SaveVideo; and the core Wan 2.1 VAE code against the official golden VAE cases.
 The model is the real loader node on the golden tiny DiT; audio embeddings, CLIP vision and text come from test-only
 stub nodes (sampler_stub_nodes/); the VAE is core's VAE wrapper and WanVAE code at dim 8 with the golden weights. The written mp4 must last exactly as long as the audio."""
 import json
-import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import golden
@@ -79,12 +79,12 @@ def test_video_to_lipsync_mp4_matches_audio_length(server):
     model_node = {"class_type": "InfiniteTalkModelLoader", "inputs": {
         "model": "it_sampler_tiny_base.safetensors", "infinitetalk_model": "it_sampler_tiny_infinitetalk.safetensors",
         "base_precision": "fp32", "fp8_mode": "upcast (safe, any GPU)", "attention": "sdpa", "blocks_to_swap": 0}}
-    shutil.copyfile(golden.media("speech_1.wav"), server.input_dir / "speech.wav")
+    original = _stereo_44k(golden.media("speech_1.wav"), server.input_dir / "speech44k.wav", seconds=3.0)
     seconds = 2.0
     prompt = {
         "1": {"class_type": "LoadVideo", "inputs": {"file": "source30.mp4"}},
         "2": {"class_type": "GetVideoComponents", "inputs": {"video": ["1", 0]}},
-        "3": {"class_type": "LoadAudio", "inputs": {"audio": "speech.wav"}},
+        "3": {"class_type": "LoadAudio", "inputs": {"audio": "speech44k.wav"}},
         "4": {"class_type": "ITTestAudioEmbeds", "inputs": {"audio": ["3", 0], "seconds": seconds}},
         "5": model_node,
         "6": {"class_type": "ITTestRandomWanVAE", "inputs": {}},
@@ -99,6 +99,7 @@ def test_video_to_lipsync_mp4_matches_audio_length(server):
         "11": {"class_type": "CreateVideo", "inputs": {"images": ["10", 0], "fps": ["10", 2], "audio": ["10", 1]}},
         "12": {"class_type": "SaveVideo", "inputs": {"video": ["11", 0], "filename_prefix": "it_sampler",
                                                     "format": "mp4", "codec": "h264"}},
+        "13": {"class_type": "SaveAudio", "inputs": {"audio": ["10", 1], "filename_prefix": "it_sampler_sound"}},
     }
     entry = server.run(prompt, timeout=600)
     text = "\n".join(entry["outputs"]["10"]["text"])
@@ -108,6 +109,37 @@ def test_video_to_lipsync_mp4_matches_audio_length(server):
     frames, fps, audio_s = _duration(files[-1])
     assert fps == 25.0 and frames == round(seconds * 25)
     assert abs(audio_s - seconds) <= 1.5 / 25
+    # The sampler's AUDIO is the user's 44.1 kHz stereo, untouched and exactly 50 frames long (flac: lossless).
+    rate, sound = _read_flac(next(server.output_dir.rglob("it_sampler_sound*.flac")))
+    assert rate == 44100 and sound.shape == (2, 50 * 1764)
+    assert np.abs(sound - original[:, :50 * 1764]).max() < 2e-4
+
+
+def _stereo_44k(speech, path, seconds):
+    """A 44.1 kHz stereo 16-bit wav from the shared speech (right channel at half level); returns it [2, T] float."""
+    import wave
+    av = pytest.importorskip("av")
+    with av.open(str(speech)) as c:
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=44100)
+        mono = np.concatenate([f.to_ndarray().reshape(-1) for frame in c.decode(audio=0)
+                               for f in resampler.resample(frame)])[:int(seconds * 44100)]
+    pcm = np.round(np.stack([mono, 0.5 * mono]) * 32767).clip(-32768, 32767).astype(np.int16)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(44100)
+        w.writeframes(pcm.T.tobytes())
+    return pcm.astype(np.float64) / 32768
+
+
+def _read_flac(path):
+    """[C, T] float64 and the rate of an audio file."""
+    av = pytest.importorskip("av")
+    with av.open(str(path)) as c:
+        rate = c.streams.audio[0].rate
+        planar = av.AudioResampler(format="fltp")
+        data = np.concatenate([f.to_ndarray() for frame in c.decode(audio=0) for f in planar.resample(frame)], axis=-1)
+    return rate, data.astype(np.float64)
 
 
 def test_core_vae_through_our_adapter_matches_official_golden_cases(server):

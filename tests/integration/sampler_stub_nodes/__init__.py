@@ -66,19 +66,21 @@ def _conditioning(self, seed, dim):
     return ([[torch.randn(1, 512, dim, generator=torch.Generator().manual_seed(seed)) * 0.1, {}]],)
 
 
-class _Embeds:
-    def __init__(self, speakers, fps, duration_s, num_frames, waveform, sample_rate):
-        self.speakers, self.fps, self.duration_s = speakers, fps, duration_s
-        self.num_frames, self.waveform, self.sample_rate = num_frames, waveform, sample_rate
+def _pack_module(suffix):
+    """The pack's module ``<package>.<suffix>`` (ComfyUI names the package after its folder path)."""
+    return next(module for name, module in list(sys.modules.items()) if name.endswith("." + suffix))
 
 
 def _audio_embeds(self, audio, seconds):
+    """The pack's real AudioEmbeds with random features; its sound is the first ``seconds`` of ``audio`` as given."""
     rate = audio["sample_rate"]
     wave = audio["waveform"][0, :, :int(seconds * rate)].float()
     duration = wave.shape[-1] / rate
     frames = round(duration * 25.0)
     speakers = [torch.randn(frames, 12, 768, generator=torch.Generator().manual_seed(1)) * 0.1]
-    return (_Embeds(speakers, 25.0, duration, frames, wave, rate),)
+    AudioEmbeds = _pack_module("pipeline.audio.embeds").AudioEmbeds
+    return (AudioEmbeds(speakers=speakers, fps=25.0, duration_s=duration, num_frames=frames, waveform=wave,
+                        sample_rate=rate),)
 
 
 def _vae_adapter_check(self, pack_module):
