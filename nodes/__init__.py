@@ -5,6 +5,7 @@ from . import audio
 from . import frame_count
 from . import loader
 from . import mask
+from . import prompt_schedule
 from . import sampler
 from . import vocals
 
@@ -14,6 +15,7 @@ _MODULES = (
     frame_count,
     loader,
     mask,
+    prompt_schedule,
     sampler,
     vocals,
 )

@@ -1,8 +1,6 @@
-"""Adapt ComfyUI's VAE and CLIP_VISION objects to what the sampler calls (``pipeline/codec.py``), and
-lend our own small models (wav2vec2, SAM2) to the compute device under ComfyUI's memory management."""
+"""Adapt ComfyUI's VAE and CLIP_VISION objects to what the sampler calls (``pipeline/codec.py``). Our own models
+(DiT, wav2vec2, SAM2) reach the compute device through ComfyUI's memory manager: ``managed_model``."""
 from __future__ import annotations
-
-from contextlib import contextmanager
 
 import torch
 
@@ -41,16 +39,3 @@ class ComfyClipVision:
         with torch.no_grad():
             out = cv.model(pixel_values=clip_pixels(frame).to(device), intermediate_output=-2)
         return out[1].float().cpu()
-
-
-@contextmanager
-def on_device(module: torch.nn.Module, device, offload):
-    """``module`` on ``device`` inside the block (other models unloaded to make room for its weights),
-    back on ``offload`` afterwards, also on error, with the freed cache returned."""
-    host.free_memory(sum(p.numel() * p.element_size() for p in module.parameters()), device)
-    module.to(device)
-    try:
-        yield module
-    finally:
-        module.to(offload)
-        host.soft_empty_cache()

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import os
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 
 from . import host
-from .adapters import on_device
+from .managed_model import ManagedOutput, PackPatcher, ensure_loaded
 from ..pipeline.audio import compute_audio_embeds, load_wav2vec2
 from ..pipeline.audio.preprocess import COMBINE_MODES
 from ..pipeline.audio.wav2vec2 import Wav2Vec2Encoder
@@ -20,13 +19,15 @@ NORMALIZE = {"auto": None, "on": True, "off": False}
 
 
 @dataclass
-class Wav2VecHandle:
-    """What flows on INFINITETALK_WAV2VEC: the encoder (kept on ``offload``) and where it computes."""
+class Wav2VecHandle(ManagedOutput):
+    """What flows on INFINITETALK_WAV2VEC: the encoder, where it computes, where it waits, and its memory-manager
+    patcher (None: the encoder stays where it is)."""
 
     model: Wav2Vec2Encoder
     device: torch.device
     offload: torch.device
     name: str
+    patcher: PackPatcher | None = None
 
 
 def checkpoint_choices(files: list[str]) -> list[str]:
@@ -77,7 +78,8 @@ class InfiniteTalkAudioEncoderLoader:
         if target.type == "cpu" and dtype != torch.float32:
             dtype = torch.float32  # half-precision convolutions on CPU are slow and gain nothing here
         model = load_wav2vec2(path, device=offload, dtype=dtype, normalize_input=NORMALIZE[input_normalization])
-        return (Wav2VecHandle(model, target, offload, os.path.basename(path.rstrip("/\\"))),)
+        patcher = PackPatcher(model, load_device=target, offload_device=offload)
+        return (Wav2VecHandle(model, target, offload, os.path.basename(path.rstrip("/\\")), patcher),)
 
 
 class InfiniteTalkAudioEmbeds:
@@ -125,12 +127,11 @@ class InfiniteTalkAudioEmbeds:
             audios.append(_audio_input(audio_2, "audio_2"))
         sound = None if soundtrack is None else _audio_input(soundtrack, "soundtrack")
         host.throw_if_interrupted()
-        model = wav2vec.model
-        moved = nullcontext() if wav2vec.device == wav2vec.offload else on_device(model, wav2vec.device, wav2vec.offload)
-        with moved:
-            embeds, report = compute_audio_embeds(model, audios, mode=multi_mode, fps=fps,
-                                                  start_s=start_time, end_s=end_time, soundtrack=sound,
-                                                  interrupt=host.throw_if_interrupted)
+        if wav2vec.patcher is not None:
+            ensure_loaded(wav2vec.patcher)  # ComfyUI keeps it there until another model needs the room
+        embeds, report = compute_audio_embeds(wav2vec.model, audios, mode=multi_mode, fps=fps,
+                                              start_s=start_time, end_s=end_time, soundtrack=sound,
+                                              interrupt=host.throw_if_interrupted)
         waveform, rate = embeds.output_sound()
         out_audio = {"waveform": waveform[None], "sample_rate": rate}
         return {"ui": {"text": [report.text()]}, "result": (embeds, out_audio, embeds.num_frames)}

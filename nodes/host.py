@@ -1,7 +1,8 @@
 """The one adapter between our nodes and the host (ComfyUI).
 
 Everything a node needs from ComfyUI — devices, memory, interrupts, progress, model
-folders, text on the node — goes through here. Outside ComfyUI (unit tests, scripts)
+folders, text on the node — goes through here, except the memory manager's view of our own
+models, which ``managed_model`` (the other host-side module) gives. Outside ComfyUI (unit tests, scripts)
 each function falls back to plain torch behaviour with the same interface, so the
 nodes and the ``pipeline`` core run unchanged.
 """
@@ -61,7 +62,8 @@ def soft_empty_cache() -> None:
 
 
 def free_memory(bytes_needed: int, device: torch.device) -> None:
-    """Ask the host to unload other models until ``bytes_needed`` are free on ``device``."""
+    """Ask the host to unload other models until ``bytes_needed`` are free on ``device`` (for a model used once and
+    dropped; a model that stays loaded goes through ``managed_model`` instead)."""
     if IN_COMFY:
         _mm.free_memory(bytes_needed, device)
     else:

@@ -1,17 +1,23 @@
 """Loader nodes: the InfiniteTalk DiT (base Wan 2.1 I2V 14B + InfiniteTalk adapter, any format)
 and a chainable LoRA selector.
 
-The loaded model is cached by ComfyUI's normal output cache (same inputs -> no reload) and
-released when the cache is cleared ("Free model and node cache" / ``/free`` with
-``free_memory``): the INFINITETALK_MODEL object owns the only reference to the weights.
+The DiT is loaded into CPU RAM and handed to ComfyUI's memory manager (``managed_model``): it goes to the GPU
+before its first forward, is offloaded by "Unload models" or when another model needs the room, and comes back
+before the next forward. The loaded model is cached by ComfyUI's output cache (same inputs -> no reload) and
+freed when the cache drops it ("Free model and node cache"): the INFINITETALK_MODEL object owns the only
+reference to the weights.
 """
 from __future__ import annotations
+
+import dataclasses
+import math
 
 import torch
 
 from . import host
+from .managed_model import ManagedOutput, PackPatcher, load_before_forward, streamed_bytes
 from ..pipeline.dit.attention import BACKENDS
-from ..pipeline.loading import load_dit
+from ..pipeline.loading import block_swap, load_dit
 
 FOLDER = "infinitetalk_dit"
 PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -19,13 +25,14 @@ FP8_MODES = {"upcast (safe, any GPU)": "upcast", "fp8 matmul (fast, RTX 40xx/H10
 LORA_MODES = {"merge into weights (fast)": "merge", "apply on the fly (low memory)": "on_the_fly"}
 
 
-class InfiniteTalkModel:
-    """What INFINITETALK_MODEL carries: the DiT, its load report and where it runs."""
+class InfiniteTalkModel(ManagedOutput):
+    """What INFINITETALK_MODEL carries: the DiT, its load report, where it runs and its memory-manager patcher."""
 
-    def __init__(self, model, report, device):
+    def __init__(self, model, report, device, patcher=None):
         self.model = model
         self.report = report
         self.device = device
+        self.patcher = patcher
 
     def __repr__(self):
         return f"InfiniteTalkModel({self.report.family}, {self.report.compute_dtype})"
@@ -74,18 +81,33 @@ class InfiniteTalkModelLoader:
         if torch_compile and blocks_to_swap:
             raise ValueError("torch_compile and blocks_to_swap > 0 do not combine yet (the swap streams weights "
                              "inside each block): set blocks_to_swap to 0 or torch_compile to false.")
-        device = host.torch_device()
+        device, offload = host.torch_device(), host.offload_device()
+        # Everything to RAM first; the memory manager moves the resident part to the GPU when it is needed.
         dit, report = load_dit(host.model_path(FOLDER, model), host.model_path(FOLDER, infinitetalk_model),
                                compute_dtype=PRECISIONS[base_precision], fp8_mode=FP8_MODES[fp8_mode],
                                loras=[(entry["path"], entry["strength"]) for entry in (lora or [])],
-                               device=device, offload_device=host.offload_device(), blocks_to_swap=blocks_to_swap,
+                               device=offload, offload_device=offload, blocks_to_swap=0,
                                attention=attention, lora_mode=LORA_MODES[lora_mode])
+        block_swap.install(dit, blocks_to_swap, device)
+        report = dataclasses.replace(report, blocks_to_swap=blocks_to_swap)
+        patcher = PackPatcher(dit, load_device=device, offload_device=offload)
+        load_before_forward(dit, patcher, lambda module, args: forward_memory(module, args[0]))
         text = report.text()
         if torch_compile:
             text += "\ntorch.compile: " + ("on (the first step at each size compiles)" if dit.compile_blocks(device)
                                           else "off (no Triton)")
         host.show_text(None, text)
-        return {"ui": {"text": [text]}, "result": (InfiniteTalkModel(dit, report, device),)}
+        return {"ui": {"text": [text]}, "result": (InfiniteTalkModel(dit, report, device, patcher),)}
+
+
+def forward_memory(dit, x: torch.Tensor) -> int:
+    """Bytes a forward on latents x [B,16,T,h,w] needs beyond the weights: core's estimate for Wan
+    (``BaseModel.memory_required``: latent elements x dtype size x 0.01 MiB x ``memory_usage_factor``, dim/2222 for
+    Wan 2.1) plus the two blocks block swap streams in."""
+    dtype = getattr(dit, "compute_dtype", torch.float32)
+    factor = getattr(getattr(dit, "config", None), "dim", 5120) / 2222
+    area = x.shape[0] * math.prod(x.shape[2:])
+    return int(area * dtype.itemsize * 0.01 * factor * 2 ** 20) + streamed_bytes(dit)
 
 
 class InfiniteTalkLoRA:

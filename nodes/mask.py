@@ -5,19 +5,19 @@ exactly as in the source video.
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 
 from . import host
-from .adapters import on_device
+from .managed_model import ManagedOutput, PackPatcher, ensure_loaded
 from ..pipeline.mask.colour import COLOUR_MODES
 from ..pipeline.mask.composite import composite, mask_size_note, resize_masks
 from ..pipeline.mask.crop import CROP_INFO_TYPE, crop_frames, paste_frames, plan_crop
 from ..pipeline.mask.face_box import boxes_from_mask, check_box_in_frame, parse_box, parse_points, track_faces
 from ..pipeline.mask.face_mask import CHUNK, face_masks
 from ..pipeline.mask.regions import REGIONS, ellipse_masks
-from ..pipeline.mask.sam2_model import load_sam2
+from ..pipeline.mask.sam2_model import Sam2Model, load_sam2
 
 SAM2_TYPE = "INFINITETALK_SAM2"
 CATEGORY = "InfiniteTalk/mask"
@@ -58,6 +58,13 @@ def _box_or_none(box: str):
         raise ValueError(f"box: {err}") from None
 
 
+@dataclass
+class ManagedSam2(Sam2Model, ManagedOutput):
+    """What INFINITETALK_SAM2 carries: the SAM2 model and its memory-manager patcher."""
+
+    patcher: PackPatcher | None = None
+
+
 class InfiniteTalkSAM2Loader:
     @classmethod
     def INPUT_TYPES(cls):
@@ -80,8 +87,10 @@ class InfiniteTalkSAM2Loader:
         path = host.model_path("sam2", model_name)
         if precision == "auto":
             precision = "fp32" if host.torch_device().type == "cpu" else "bf16"
-        sam = load_sam2(path, dtype=_DTYPES[precision], device=host.offload_device())
-        return (sam,)
+        offload = host.offload_device()
+        sam = load_sam2(path, dtype=_DTYPES[precision], device=offload)
+        patcher = PackPatcher(sam.model, load_device=host.torch_device(), offload_device=offload)
+        return (ManagedSam2(sam.model, sam.name, sam.dtype, patcher),)
 
 
 class InfiniteTalkFaceMask:
@@ -120,13 +129,14 @@ class InfiniteTalkFaceMask:
 
     def run(self, images, region, dilation, smoothing, detect_every, sam2=None, mask=None, box="", points="",
             unique_id=None):
-        device = host.torch_device() if sam2 is not None else "cpu"
-        moved = nullcontext() if sam2 is None else on_device(sam2.model, device, host.offload_device())
-        with moved:
-            masks, _, report = face_masks(
-                images, sam=sam2, user_mask=mask, box=_box_or_none(box), points=parse_points(points),
-                region=region, dilation=dilation, smoothing=smoothing, detect_every=detect_every,
-                device=device, progress_factory=lambda total: host.Progress(total, unique_id).update)
+        patcher = getattr(sam2, "patcher", None)
+        if patcher is not None:
+            ensure_loaded(patcher)  # ComfyUI keeps it there until another model needs the room
+        device = "cpu" if sam2 is None else next(sam2.model.parameters()).device
+        masks, _, report = face_masks(
+            images, sam=sam2, user_mask=mask, box=_box_or_none(box), points=parse_points(points),
+            region=region, dilation=dilation, smoothing=smoothing, detect_every=detect_every,
+            device=device, progress_factory=lambda total: host.Progress(total, unique_id).update)
         note = None if mask is None else mask_size_note(mask, int(images.shape[1]), int(images.shape[2]))
         report = report if note is None else f"{note}\n{report}"
         host.show_text(unique_id, report)

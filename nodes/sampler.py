@@ -4,9 +4,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..pipeline.color import COLOUR_METHODS
 from ..pipeline.resolution import BUCKETS, target_size
 from ..pipeline.sampler.loop import Callbacks, Job, Settings, prepare, run
+from ..pipeline.sampler.branches import NULL_AUDIO
+from ..pipeline.sampler.faithful import COLOUR_REFERENCES, describe
 from ..pipeline.sampler.guidance import branch_names
+from ..pipeline.sampler.prompts import ScheduledPrompt, window_prompts
 from ..pipeline.sampler.solvers import SOLVERS
 from ..pipeline.sampler.source import SOURCE_END, Source
 from ..pipeline.mask.composite import mask_size_note
@@ -14,6 +18,7 @@ from ..pipeline.speaker_masks import default_layout
 from ..pipeline.window_plan import MAX_MOTION, MAX_WINDOW
 from . import host
 from .adapters import ComfyClipVision, ComfyVAE
+from .prompt_schedule import START_KEY, UNIT_KEY
 
 TEXT_LEN = 512
 RESOLUTIONS = [f"{b}p bucket" for b in BUCKETS] + ["custom width/height"]
@@ -37,6 +42,16 @@ def _text(conditioning, name: str, dim: int) -> torch.Tensor:
         raise ValueError(f"{name}: text tokens have shape {tuple(tokens.shape)}, expected [1, L, {dim}]; load "
                          f"umt5_xxl with CLIPLoader type 'wan'.")
     return tokens[0, :TEXT_LEN].float()  # the official tokenizer truncates to 512 tokens
+
+
+def _schedule(conditioning, dim: int) -> list[ScheduledPrompt] | None:
+    """The prompt schedule of a CONDITIONING from 'InfiniteTalk Prompt Schedule', or None for a plain prompt."""
+    if not isinstance(conditioning, list) or not conditioning or not all(
+            isinstance(e, (list, tuple)) and len(e) > 1 and isinstance(e[1], dict) and START_KEY in e[1]
+            for e in conditioning):
+        return None
+    return [ScheduledPrompt(float(e[1][START_KEY]), _text([e], f"prompt {k + 1} of the schedule", dim),
+                            e[1].get(UNIT_KEY, "seconds")) for k, e in enumerate(conditioning)]
 
 
 def _layout(mask_1, mask_2, src_h: int, src_w: int) -> torch.Tensor:
@@ -69,6 +84,19 @@ def _preview(frames: torch.Tensor):
     except ImportError:
         return None
     return Image.fromarray((frames[-1].clamp(0, 1) * 255).round().to(torch.uint8).numpy().astype(np.uint8))
+
+
+def _schedule_line(prompts: list[ScheduledPrompt], plan) -> str:
+    """Where each scheduled prompt takes over (or that no window takes it: a later one starts at the same window)."""
+    first = {}
+    for w, k in zip(plan.windows, window_prompts(prompts, plan)):
+        first.setdefault(k, w)
+    parts = []
+    for k in range(len(prompts)):
+        w = first.get(k)
+        parts.append(f"prompt {k + 1} from window {w.index} ({w.start / plan.fps:.2f} s)" if w is not None
+                     else f"prompt {k + 1} unused (no window takes it)")
+    return "prompt schedule: " + "; ".join(parts)
 
 
 class InfiniteTalkSampler:
@@ -111,7 +139,8 @@ class InfiniteTalkSampler:
                 "seed": ("INT", {"default": 42, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
                                  "tooltip": "Each window derives its own generator from (seed, window index)."}),
                 "colour_correction": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05,
-                                                "tooltip": "Lab mean/std transfer to each window's reference frame (0 = off; official CLI 1.0)."}),
+                                                "tooltip": "Strength of the colour match of every window to the colour reference "
+                                                           "(colour_reference / colour_method below; 0 = off; official CLI 1.0)."}),
                 "resolution": (RESOLUTIONS, {"default": RESOLUTIONS[0],
                                              "tooltip": "Official aspect-ratio buckets (cover-resize + centre crop), or custom width/height."}),
                 "width": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 16, "tooltip": "Custom width (multiple of 16); only with 'custom width/height'."}),
@@ -129,6 +158,29 @@ class InfiniteTalkSampler:
                 "apg": ("BOOLEAN", {"default": False, "tooltip": "Adaptive projected guidance instead of plain CFG."}),
                 "apg_momentum": ("FLOAT", {"default": -0.75, "min": -1.0, "max": 1.0, "step": 0.05, "tooltip": "APG momentum (official -0.75)."}),
                 "apg_norm_threshold": ("FLOAT", {"default": 55.0, "min": 0.0, "max": 1000.0, "step": 1.0, "tooltip": "APG norm clip (official 55; 0 = off)."}),
+                "audio_scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.05,
+                                          "tooltip": "Strength of the audio conditioning: every block adds audio_scale x its audio "
+                                                     "cross-attention (1 = as trained; >1 stronger mouth motion). Unlike audio_cfg "
+                                                     "it costs no model call."}),
+                "official_exact": ("BOOLEAN", {"default": False,
+                                               "tooltip": "Take the official InfiniteTalk choice wherever this pack differs on purpose "
+                                                          "(overrides the three inputs below): one zero speaker in the no-audio branch, "
+                                                          "colour matched to the first frame, Lab mean/std. Resizing is always official; "
+                                                          "source frames are always looked up by timestamp (= official at 25 fps)."}),
+                "colour_reference": (list(COLOUR_REFERENCES), {"default": COLOUR_REFERENCES[1],
+                                     "tooltip": "What every window's colours are matched to. first frame (official): the first "
+                                                "window's source frame, for the whole video. each window's reference: the source "
+                                                "frame that window is conditioned on (follows lighting changes in a video). global "
+                                                "anchor: one target pooled from all windows' source frames. The same for an image."}),
+                "colour_method": (list(COLOUR_METHODS), {"default": COLOUR_METHODS[0],
+                                  "tooltip": "lab mean/std (official, Reinhard-style); histogram (per RGB channel, matches the "
+                                             "whole distribution); mkl (RGB mean and covariance, keeps channel correlations)."}),
+                "two_speaker_null_audio": (list(NULL_AUDIO), {"default": NULL_AUDIO[0],
+                                           "tooltip": "Two speakers, the no-audio guidance branches. one zero speaker (official): the "
+                                                      "model's one-speaker path, as the released model's guidance was tuned. silence "
+                                                      "both speakers: keeps the two-speaker path (speaker masks, 64 audio tokens) with "
+                                                      "zero audio, so audio_cfg pushes only the audio; changes the video noticeably "
+                                                      "when audio_cfg != 1. No effect with one speaker."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -136,7 +188,9 @@ class InfiniteTalkSampler:
     def sample(self, model, vae, clip_vision, positive, negative, audio_embeds, source, source_fps, steps, shift, cfg,
                audio_cfg, denoise, solver, seed, colour_correction, resolution, width, height, window, motion_frames,
                face_image=None, mask_1=None, mask_2=None, source_end="hold", batch_branches=False, apg=False,
-               apg_momentum=-0.75, apg_norm_threshold=55.0, unique_id=None):
+               apg_momentum=-0.75, apg_norm_threshold=55.0, audio_scale=1.0, official_exact=False,
+               colour_reference=COLOUR_REFERENCES[1], colour_method=COLOUR_METHODS[0],
+               two_speaker_null_audio=NULL_AUDIO[0], unique_id=None):
         dit = _dit(model)
         if source.dim() != 4 or source.shape[0] < 1:
             raise ValueError(f"source: expected IMAGE frames [N,H,W,3], got {tuple(source.shape)}.")
@@ -154,14 +208,17 @@ class InfiniteTalkSampler:
         settings = Settings(steps=steps, shift=shift, cfg=cfg, audio_cfg=audio_cfg, denoise=denoise, solver=solver,
                             seed=seed, colour_strength=colour_correction, window=window, motion=motion_frames, apg=apg,
                             apg_momentum=apg_momentum, apg_norm_threshold=apg_norm_threshold,
-                            batch_branches=batch_branches, source_end=source_end)
+                            batch_branches=batch_branches, source_end=source_end, audio_scale=audio_scale,
+                            null_audio=two_speaker_null_audio, colour_reference=colour_reference,
+                            colour_method=colour_method, official_exact=official_exact)
         two = len(audio_embeds.speakers) == 2
         text_dim = getattr(getattr(dit, "config", None), "text_dim", 4096)
+        prompts = _schedule(positive, text_dim)
         job = Job(context=_text(positive, "positive", text_dim), context_null=_text(negative, "negative", text_dim),
                   audio=audio_embeds,
                   source=Source(source[..., :3], source_fps, fps, th, tw, source_end), settings=settings,
                   face=None if face_image is None else face_image[0, ..., :3],
-                  speaker_layout=_layout(mask_1, mask_2, src_h, src_w) if two else None)
+                  speaker_layout=_layout(mask_1, mask_2, src_h, src_w) if two else None, prompts=prompts)
         prepared = prepare(job)  # validated and planned once; the loop runs exactly this plan
         plan, schedule = prepared.plan, prepared.schedule
         mode = "I2V (image)" if job.source.is_image else f"V2V ({source.shape[0]} frames @ {source_fps:g} fps)"
@@ -173,7 +230,8 @@ class InfiniteTalkSampler:
             f"{len(plan.windows)} windows x {schedule.steps_run} of {steps} steps (denoise {denoise:g}, starting at "
             f"t={float(schedule.t[schedule.start]):.1f} = noise level {schedule.start_noise:.3f}), {solver}, "
             f"{len(branch_names(cfg))} model calls per step",
-            plan.summary()])
+            describe(settings, len(audio_embeds.speakers), job.source.is_image)]
+            + ([_schedule_line(prompts, plan)] if prompts else []) + [plan.summary()])
         host.show_text(unique_id, info)
 
         bar = host.Progress(len(plan.windows) * schedule.steps_run, node_id=unique_id)

@@ -1,5 +1,7 @@
 """Output resolution: the official 480/720 aspect-ratio buckets, cover-resize and centre crop (spec §5.1).
 
+This module is the one place that resizes source frames (``resize_and_crop``) and masks.
+
 ``ASPECT_RATIO_627`` (infinitetalk-480) and ``ASPECT_RATIO_960`` (infinitetalk-720): key h/w -> (h, w).
 The nearest key to the source's h/w wins (first in table order on ties). ``resize_and_crop`` scales by
 ``max(th/h, tw/w)`` to ``(ceil(s*h), ceil(s*w))`` and crops the centre with offsets
@@ -9,8 +11,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 BUCKETS = {
     "480": {0.26: (320, 1216), 0.38: (384, 1024), 0.50: (448, 896), 0.67: (512, 768), 0.82: (576, 704),
@@ -51,17 +55,29 @@ def _crop_box(h: int, w: int, th: int, tw: int) -> tuple[int, int, int, int]:
 
 
 def resize_and_crop(frames: torch.Tensor, th: int, tw: int) -> torch.Tensor:
-    """Cover-resize + centre crop of images. frames: [T,H,W,3] float 0..1 -> [T,th,tw,3] float32 0..1.
+    """Cover-resize + centre crop of images, with the official resampler. frames: [T,H,W,3] float 0..1 (or uint8
+    0..255) -> [T,th,tw,3] float32 0..1.
 
-    Bilinear with antialiasing (torch's PIL-compatible filter; the official code uses PIL bilinear on
-    uint8) and rounded to 1/255 steps, as the official uint8 image is."""
+    The official code resizes a uint8 PIL image with ``Image.resize((w, h), resample=BILINEAR)`` (PIL's
+    antialiased bilinear, rounded to uint8), so each frame needing a resize goes to uint8 (``round(x*255)``,
+    exact for decoded video) and through that very call: a 1080p source gives the official reference pixels.
+    Frames already at the cover size are only cropped."""
     t, h, w, _ = frames.shape
     nh, nw, top, left = _crop_box(h, w, th, tw)
-    x = frames.permute(0, 3, 1, 2).to(torch.float32)
     if (nh, nw) != (h, w):
-        x = F.interpolate(x * 255, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
-        x = x.round().clamp(0, 255) / 255
-    return x[:, :, top:top + th, left:left + tw].permute(0, 2, 3, 1).contiguous()
+        frames = torch.stack([_pil_bilinear(f, nh, nw) for f in frames])
+    frames = frames[:, top:top + th, left:left + tw]
+    return (frames.float() / 255 if frames.dtype == torch.uint8 else frames.to(torch.float32)).contiguous()
+
+
+def _pil_bilinear(frame: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """[H,W,3] float 0..1 (or uint8) -> [h,w,3] float32 on the 1/255 grid: PIL bilinear on the uint8 image."""
+    if frame.dtype == torch.uint8:  # decoded video as is
+        pixels = frame.detach().cpu().numpy()
+    else:
+        pixels = frame.detach().to("cpu", torch.float32).mul(255).round_().clamp_(0, 255).to(torch.uint8).numpy()
+    resized = Image.fromarray(pixels).resize((w, h), resample=Image.Resampling.BILINEAR)
+    return torch.from_numpy(np.asarray(resized).copy()).to(frame.device, torch.float32) / 255
 
 
 def resize_and_crop_mask(mask: torch.Tensor, th: int, tw: int) -> torch.Tensor:

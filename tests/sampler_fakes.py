@@ -9,17 +9,19 @@ from infinitetalk_lipsync.pipeline.audio.embeds import AudioEmbeds
 class FakeDiT(torch.nn.Module):
     """Follows the InfiniteTalkDiT call contract; every input moves the output so that branches differ.
 
-    v = 0.5 x - 0.3 y_latent + 0.01 t/1000 + c_text + c_audio(per frame) + c_clip (+ mask term); records calls."""
+    v = 0.5 x - 0.3 y_latent + 0.01 t/1000 + c_text + audio_scale (c_audio(per frame) + 0.05 speakers) + c_clip
+    (+ mask term); records calls. audio: [B, n_spk, F, 5, L, C] or a list of B [n_spk_b, F, 5, L, C]."""
 
     def __init__(self):
         super().__init__()
         self.calls = []
 
-    def forward(self, x, t, context, clip_fea, y, audio, speaker_masks=None):
+    def forward(self, x, t, context, clip_fea, y, audio, speaker_masks=None, audio_scale=1.0):
         self.calls.append(x.shape[0])
         b, _, frames, h, w = x.shape
         text = context.mean(dim=(1, 2)).view(b, 1, 1, 1, 1)
-        sound = audio.mean(dim=(1, 3, 4, 5))  # [B, F]
+        rows = list(audio) if isinstance(audio, (list, tuple)) else list(audio.unbind(0))
+        sound = torch.stack([r.mean(dim=(0, 2, 3, 4)) + 0.05 * r.shape[0] for r in rows]) * audio_scale  # [B, F]
         per_latent = torch.cat([sound[:, :1], sound[:, 1:].reshape(b, -1, 4).mean(-1)], dim=1)  # [B, T]
         image = clip_fea.mean(dim=(1, 2)).view(b, 1, 1, 1, 1)
         out = 0.5 * x - 0.3 * y[:, 4:] + 0.01 * (t / 1000).view(b, 1, 1, 1, 1) + text + image

@@ -1,9 +1,11 @@
 """Buckets, cover-resize + centre crop, and two-speaker masks against the official layouts."""
+import math
 import re
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import golden
 from infinitetalk_lipsync.pipeline.resolution import BUCKETS, _crop_box, bucket_size, resize_and_crop, target_size
@@ -38,14 +40,34 @@ def test_bucket_choice_and_tables():
         bucket_size(100, 100, "1080")
 
 
-def test_cover_resize_matches_pil_bilinear_within_one_level():
+@pytest.mark.parametrize("h,w,th,tw", [(120, 208, 112, 224), (1080, 1920, 448, 896), (97, 61, 640, 640)])
+def test_cover_resize_is_the_official_pil_bilinear_exactly(h, w, th, tw):
+    """Official ``resize_and_centercrop``: PIL ``resize((ceil(s*w), ceil(s*h)), BILINEAR)`` on the uint8 frame,
+    then torchvision's centre crop (offsets ``int(round((new - target) / 2))``), then x/255."""
     pil = pytest.importorskip("PIL.Image")
-    h, w, th, tw = 120, 208, 112, 224
-    img = (np.random.RandomState(0).rand(h, w, 3) * 255).astype(np.uint8)
-    nh, nw, top, left = _crop_box(h, w, th, tw)
-    ref = np.asarray(pil.fromarray(img).resize((nw, nh), pil.BILINEAR))[top:top + th, left:left + tw]
-    ours = resize_and_crop(torch.from_numpy(img)[None].float() / 255, th, tw)[0] * 255
-    assert (ours.round() - torch.from_numpy(ref.astype(np.float32))).abs().max() <= 1
+    img = (np.random.RandomState(h).rand(h, w, 3) * 255).astype(np.uint8)
+    scale = max(th / h, tw / w)
+    nh, nw = math.ceil(scale * h), math.ceil(scale * w)
+    top, left = int(round((nh - th) / 2.0)), int(round((nw - tw) / 2.0))
+    ref = np.asarray(pil.fromarray(img).resize((nw, nh), resample=pil.BILINEAR))[top:top + th, left:left + tw]
+    ours = resize_and_crop(torch.from_numpy(img)[None].float() / 255, th, tw)[0]
+    assert torch.equal(ours, torch.from_numpy(ref.astype(np.float32)) / 255)
+    assert torch.equal(resize_and_crop(torch.from_numpy(img)[None], th, tw)[0], ours)  # decoded uint8 frames as is
+
+
+def test_torch_antialiased_bilinear_is_not_the_official_resampler():
+    """Why the rule above exists: torch's antialiased bilinear (our earlier resampler) differs from PIL on uint8 by
+    up to one level on a sizeable share of pixels."""
+    pil = pytest.importorskip("PIL.Image")
+    h, w, th, tw = 1080, 1920, 448, 896
+    img = (np.random.RandomState(1).rand(h, w, 3) * 255).astype(np.uint8)
+    scale = max(th / h, tw / w)
+    nh, nw = math.ceil(scale * h), math.ceil(scale * w)
+    ref = torch.from_numpy(np.asarray(pil.fromarray(img).resize((nw, nh), resample=pil.BILINEAR)).astype(np.float32))
+    x = torch.from_numpy(img).permute(2, 0, 1)[None].float()
+    other = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True).round()
+    differs = (other[0].permute(1, 2, 0) != ref).float().mean().item()
+    assert differs > 0.01
 
 
 def test_crop_offsets_use_half_to_even_rounding():

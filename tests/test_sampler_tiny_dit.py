@@ -5,6 +5,7 @@ import torch
 
 import golden
 from codec_standins import TinyClip, TinyCodec
+from infinitetalk_lipsync.pipeline.sampler.branches import NULL_AUDIO
 from infinitetalk_lipsync.pipeline.sampler.loop import Callbacks, Job, Settings, run
 from infinitetalk_lipsync.pipeline.sampler.schedule import timesteps
 from infinitetalk_lipsync.pipeline.sampler.source import Source
@@ -32,8 +33,9 @@ def _job(cfg, speakers, steps, text_scale):
                speaker_layout=default_layout(h, w) if speakers == 2 else None)
 
 
-def _official(model, codec, clip, job, noise):
-    """The official loop for window 0, written out from the spec."""
+def _official(model, codec, clip, job, noise, zero_speakers=1):
+    """The official loop for window 0, written out from the spec. The no-audio branches get ``zeros_like(audio)[-1:]``
+    on the official [speakers, ...] audio: ONE zero speaker (``zero_speakers=2``: our option, both silenced)."""
     s = job.settings
     ref = job.source.frames_at([0])[0]
     latent = codec.encode(torch.cat([ref[None], torch.full((s.window - 1, *ref.shape), 0.5)]))
@@ -43,7 +45,7 @@ def _official(model, codec, clip, job, noise):
     clip_fea = clip.clip(ref)
     rows = (torch.arange(s.window)[:, None] + torch.arange(-2, 3)).clamp(0, s.window + 3 - 1)
     audio = torch.stack([torch.cat([e, e[-3:].flip(0)])[rows] for e in job.audio.speakers])[None]
-    zero = torch.zeros_like(audio)
+    zero = torch.zeros_like(audio)[:, -zero_speakers:]
     h, w = ref.shape[:2]
     masks = latent_masks(job.speaker_layout, h, w, h // 8, w // 8) if job.speaker_layout is not None else None
     ctx = job.context[None]
@@ -67,14 +69,20 @@ def _official(model, codec, clip, job, noise):
     return codec.decode(z)
 
 
-@pytest.mark.parametrize("speakers,text_scale", [(1, 5.0), (1, 1.0), (2, 5.0)])
-def test_tiny_window_matches_official_formulas(speakers, text_scale):
+@pytest.mark.parametrize("speakers,text_scale,choice", [(1, 5.0, "default"), (1, 1.0, "default"), (2, 5.0, "default"),
+                                                       (2, 1.0, "official_exact"), (2, 5.0, NULL_AUDIO[1])])
+def test_tiny_window_matches_official_formulas(speakers, text_scale, choice):
+    """Default and official_exact: the official one-zero-speaker branch; the option: both speakers silenced."""
     model, cfg = _model()
     codec, clip = TinyCodec(), TinyClip()
     job = _job(cfg, speakers, 2, text_scale)
+    if choice == "official_exact":
+        job.settings.official_exact, job.settings.null_audio = True, NULL_AUDIO[1]  # the switch wins
+    elif choice != "default":
+        job.settings.null_audio = choice
     noise = torch.randn(16, 3, job.source.th // 8, job.source.tw // 8, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
-        ref = _official(model, codec, clip, job, noise)
+        ref = _official(model, codec, clip, job, noise, zero_speakers=2 if choice == NULL_AUDIO[1] else 1)
         for batched in (False, True):
             job.settings.batch_branches = batched
             frames, _, _ = run(model, codec, clip, job, callbacks=Callbacks(noise=lambda k, shape: noise))

@@ -22,7 +22,7 @@ class BlockInputs:
     speaker_masks: [3, N_h*N_w] compute-dtype token masks and lrope_rows: int64 [b], the batch
     rows with 2 speakers (L-RoPE); both None when no row has 2 speakers;
     grid: (N_t, N_h, N_w); image_tokens: CLIP tokens at the start of ``context`` (257 per image);
-    backend: attention back-end name.
+    backend: attention back-end name; audio_scale: weight of the audio cross-attention residual (1 = trained).
     """
     rope: torch.Tensor
     context: torch.Tensor
@@ -32,6 +32,7 @@ class BlockInputs:
     grid: tuple[int, int, int]
     image_tokens: int
     backend: str
+    audio_scale: float = 1.0
 
 
 class SelfAttention(nn.Module):
@@ -113,7 +114,8 @@ class Block(nn.Module):
         del y
 
         x = x + self.cross_attn(self.norm3(x), inputs.context, inputs.image_tokens, inputs.backend)
-        x = x + self.audio_cross_attn(self.norm_x(x), inputs.audio, inputs.grid[0], positions, rows)
+        audio = self.audio_cross_attn(self.norm_x(x), inputs.audio, inputs.grid[0], positions, rows)
+        x = x + (audio if inputs.audio_scale == 1.0 else audio * inputs.audio_scale)
 
         y = self.ffn(modulate(self.norm2(x), shift2, scale2))
         return gated_add(x, y, gate2)

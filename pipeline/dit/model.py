@@ -89,7 +89,8 @@ class InfiniteTalkDiT(nn.Module):
 
     # -- forward -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, clip_fea: torch.Tensor,
-                y: torch.Tensor, audio, speaker_masks: torch.Tensor | None = None) -> torch.Tensor:
+                y: torch.Tensor, audio, speaker_masks: torch.Tensor | None = None,
+                audio_scale: float = 1.0) -> torch.Tensor:
         """Flow-matching velocity for a batch of conditions (CFG branches).
 
         x [B, 16, T, h, w] noisy latents; t [B] (or scalar) timesteps in 0..1000;
@@ -98,7 +99,8 @@ class InfiniteTalkDiT(nn.Module):
         audio [B, n_spk, F, 5, 12, 768] wav2vec windows, F = 4(T-1)+1, or a list of B tensors
         [n_spk_b, F, 5, 12, 768] when rows have different speaker counts (e.g. a 2-speaker cond
         row with the official single zero-speaker drop-audio row);
-        speaker_masks [3, h, w] {0,1} (speaker 1, speaker 2, background), needed for 2 speakers.
+        speaker_masks [3, h, w] {0,1} (speaker 1, speaker 2, background), needed for 2 speakers;
+        audio_scale: every block adds ``audio_scale x`` its audio cross-attention output (1 = the trained model).
         clip_fea / y / context with batch 1 are shared by all rows. Returns fp32 [B, 16, T, h, w].
         """
         cfg, dtype = self.config, self.compute_dtype
@@ -121,7 +123,8 @@ class InfiniteTalkDiT(nn.Module):
             rows = torch.tensor([i for i, n in enumerate(speakers) if n == 2], device=x.device)
         inputs = BlockInputs(rope=self._rope(grid, x.device), context=torch.cat([image, text], dim=1),
                              audio=audio_tokens, speaker_masks=masks, lrope_rows=rows, grid=grid,
-                             image_tokens=image.shape[1], backend=self.attention_backend)
+                             image_tokens=image.shape[1], backend=self.attention_backend,
+                             audio_scale=float(audio_scale))
 
         for block in self.blocks:
             h = block(h, e0, inputs)

@@ -10,6 +10,8 @@ when the device is the offload device), which keeps the code path testable on CP
 """
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch import nn
 
@@ -65,30 +67,39 @@ class BlockSwap:
             event = None
         self.ready[i] = (event, moved)
 
+    # The hooks live on the blocks and reach the swap through a weak reference: a strong one would make a
+    # cycle (swap -> blocks -> hooks -> swap) that keeps every block's weights alive until a full gc after the
+    # model is dropped. The model owns the swap (``model._block_swap``).
     def _make_pre(self, i):
+        ref = weakref.ref(self)
+
         def hook(module, args):
-            if i in self.host:
-                self._load(i)
-                event, moved = self.ready[i]
+            swap = ref()
+            if i in swap.host:
+                swap._load(i)
+                event, moved = swap.ready[i]
                 if event is not None:
-                    current = torch.cuda.current_stream(self.device)
+                    current = torch.cuda.current_stream(swap.device)
                     current.wait_event(event)
                     for t in moved:
                         t.record_stream(current)  # the allocator must not reuse them before compute is done
-                for (mod, kind, name, _), t in zip(self.host[i], moved):
-                    self._set(mod, kind, name, t)
-            if not self.overlap:
+                for (mod, kind, name, _), t in zip(swap.host[i], moved):
+                    swap._set(mod, kind, name, t)
+            if not swap.overlap:
                 return
-            later = [j for j in self.swapped if j > i] or self.swapped  # wrap: first swapped block of the next call
+            later = [j for j in swap.swapped if j > i] or swap.swapped  # wrap: first swapped block of the next call
             if later[0] != i:
-                self._load(later[0])
+                swap._load(later[0])
         return hook
 
     def _make_post(self, i):
+        ref = weakref.ref(self)
+
         def hook(module, args, output):
-            for mod, kind, name, host in self.host[i]:
-                self._set(mod, kind, name, host)
-            self.ready.pop(i, None)
+            swap = ref()
+            for mod, kind, name, host in swap.host[i]:
+                swap._set(mod, kind, name, host)
+            swap.ready.pop(i, None)
         return hook
 
     def remove(self):

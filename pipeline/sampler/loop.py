@@ -9,7 +9,9 @@ Per window k of the plan (``window_plan.plan_windows``):
     ``denoise`` < 1 ``z = add_noise(VAE(source frames of the window), noise, t[start])`` at step ``start``;
   * every step: clean motion latents written into ``z[:, :n_lat]``, the 2 or 3 guidance branches,
     guidance, the solver update, clean motion latents written again;
-  * decode, colour transfer to the window's reference frame, keep the plan's frames.
+  * decode, colour transfer (to the window's reference, the first one or a global anchor:
+    ``colour_reference``), keep the plan's frames.
+Where we deliberately differ from the official code, ``faithful`` holds the choice and ``official_exact``.
 The audio rows come from the plan, mirror-padded at the end (never zero audio); the output is exactly
 ``audio.num_frames`` frames. Memory stays flat: one window of latents/frames at a time.
 """
@@ -21,10 +23,13 @@ from typing import Callable, Iterator
 import torch
 
 from ..audio.embeds import AudioEmbeds
-from ..color import match_and_blend_colors
+from ..color import COLOUR_METHODS
 from ..speaker_masks import latent_masks
 from ..window_plan import WindowPlan, pad_embedding, plan_windows
-from .branches import WindowInputs, predict
+from .branches import NULL_AUDIO, WindowInputs, predict
+from .colour_reference import ColourCorrection
+from .faithful import COLOUR_REFERENCES, active_choices
+from .prompts import ScheduledPrompt, WindowTexts, window_prompts
 from .guidance import Guidance
 from .schedule import Schedule, add_noise, make_schedule
 from .solvers import SOLVERS, make_solver
@@ -35,7 +40,10 @@ from .source import Source
 class Settings:
     """Sampling settings. ``cfg`` = text guidance scale (1 -> 2 model calls per step), ``audio_cfg`` =
     audio guidance scale. ``colour_strength`` 0 = off. ``batch_branches``: run the guidance branches
-    as one batch. ``source_end``: 'hold' or 'pingpong' when the source is shorter than the audio."""
+    as one batch. ``source_end``: 'hold' or 'pingpong' when the source is shorter than the audio.
+    ``audio_scale``: weight of the audio cross-attention (1 = trained). ``null_audio``, ``colour_reference``,
+    ``colour_method``: our choices where we differ from the official code; ``official_exact`` overrides them all
+    with the official ones (``faithful``)."""
 
     steps: int = 40
     shift: float = 7.0
@@ -52,6 +60,11 @@ class Settings:
     apg_norm_threshold: float = 55.0
     batch_branches: bool = False
     source_end: str = "hold"
+    audio_scale: float = 1.0
+    null_audio: str = NULL_AUDIO[0]
+    colour_reference: str = COLOUR_REFERENCES[1]
+    colour_method: str = COLOUR_METHODS[0]
+    official_exact: bool = False
 
 
 @dataclass
@@ -75,7 +88,8 @@ class Job:
     """One sampling job. context/context_null: [L,4096] text tokens (prompt, negative prompt);
     audio: the audio node's AudioEmbeds (speakers [L,12,768] x 1|2, fps, num_frames, waveform, sample_rate);
     source: Source (frames, fps, crop size); face: optional [H,W,3] close-up whose CLIP tokens are
-    appended; speaker_layout: [2,src_h,src_w] speaker regions (2 speakers only)."""
+    appended; speaker_layout: [2,src_h,src_w] speaker regions (2 speakers only); prompts: a prompt schedule
+    (``prompts.ScheduledPrompt``s, the first at 0) that replaces ``context`` window by window."""
 
     context: torch.Tensor
     context_null: torch.Tensor
@@ -84,6 +98,7 @@ class Job:
     settings: Settings = field(default_factory=Settings)
     face: torch.Tensor | None = None
     speaker_layout: torch.Tensor | None = None
+    prompts: list[ScheduledPrompt] | None = None
 
 
 @dataclass
@@ -115,6 +130,9 @@ def validate(job: Job) -> None:
         raise ValueError("two speakers need a speaker layout (default left/right, bbox, or two masks).")
     if not 0.0 <= s.colour_strength <= 1.0:
         raise ValueError(f"colour strength must be in [0, 1] (got {s.colour_strength}).")
+    if not 0.0 <= s.audio_scale <= 10.0:
+        raise ValueError(f"audio_scale must be in [0, 10] (got {s.audio_scale}); 1 is the trained strength.")
+    active_choices(s)
 
 
 @dataclass(frozen=True)
@@ -130,7 +148,10 @@ def prepare(job: Job) -> Prepared:
     s = job.settings
     schedule = make_schedule(s.steps, s.shift, s.denoise)  # raises for bad steps/shift/denoise
     validate(job)
-    return Prepared(make_plan(job), schedule)
+    plan = make_plan(job)
+    if job.prompts:
+        window_prompts(job.prompts, plan)  # raises for a prompt schedule the plan cannot follow
+    return Prepared(plan, schedule)
 
 
 def _y(codec, reference: torch.Tensor, frames: int) -> torch.Tensor:
@@ -157,7 +178,9 @@ def sample(model, codec, clip_encoder, job: Job, device: torch.device | str = "c
     if len(padded) == 2:
         masks = latent_masks(job.speaker_layout, th, tw, th // 8, tw // 8).to(device)
     face_tokens = None if job.face is None else clip_encoder.clip(job.face).float().to(device)
-    context = job.context.float()[None].to(device)
+    choices = active_choices(s)
+    colour = ColourCorrection(choices.colour_reference, choices.colour_method, s.colour_strength, src, plan)
+    texts = WindowTexts(job.context, job.prompts, plan, device)
     context_null = job.context_null.float()[None].to(device)
     motion_frames = None
     done = 0
@@ -170,8 +193,9 @@ def sample(model, codec, clip_encoder, job: Job, device: torch.device | str = "c
             if face_tokens is not None:
                 clip_fea = torch.cat([clip_fea, face_tokens], dim=1)
             y = _y(codec, reference, plan.window).to(device)
-        inputs = WindowInputs(context=context, context_null=context_null, clip_fea=clip_fea, y=y,
-                              audio=plan.window_audio(window.index, padded)[None].to(device), speaker_masks=masks)
+        inputs = WindowInputs(context=texts(window.index), context_null=context_null, clip_fea=clip_fea, y=y,
+                              audio=plan.window_audio(window.index, padded)[None].to(device), speaker_masks=masks,
+                              null_audio=choices.null_audio, audio_scale=s.audio_scale)
         z_mot = codec.encode(reference[None] if motion_frames is None else motion_frames).float().to(device)
         source_latent = None
         if schedule.start > 0:
@@ -179,10 +203,7 @@ def sample(model, codec, clip_encoder, job: Job, device: torch.device | str = "c
         z = _denoise(model, inputs, z_mot, source_latent, schedule, s, window.index, cb, device, total, done)
         done += schedule.steps_run
         frames = codec.decode(z).float().cpu()
-        if s.colour_strength > 0:  # on the compute device: a 720p window is ~10^8 values per Lab channel pass
-            corrected = match_and_blend_colors(frames.to(device).permute(3, 0, 1, 2) * 2 - 1,
-                                               reference.to(device).permute(2, 0, 1) * 2 - 1, s.colour_strength)
-            frames = ((corrected + 1) / 2).permute(1, 2, 3, 0).float().cpu().contiguous()
+        frames = colour(frames, window, reference, device)
         motion_frames = frames[-plan.motion:]
         kept = frames[window.keep_start:window.keep_stop]
         cb.preview(window.index, kept)

@@ -65,8 +65,9 @@ def _source_video(path, frames=60, fps=30, size=48):
         c.mux(stream.encode())
 
 
-def test_video_to_lipsync_mp4_matches_audio_length(server):
-    """InfiniteTalkModelLoader on the golden tiny DiT split into a base file and an InfiniteTalk file (the loader
+def _workflow(server, prefix, seconds, sampler=None, extra=None, positive=("8", 0)):
+    """LoadVideo -> GetVideoComponents -> InfiniteTalkSampler -> CreateVideo -> SaveVideo (+ SaveAudio), API format.
+    InfiniteTalkModelLoader on the golden tiny DiT split into a base file and an InfiniteTalk file (the loader
     infers 1 head from dim 128, so the numbers are not the golden ones: this checks the plumbing and lengths)."""
     import loading_files as lf
     _source_video(server.input_dir / "source30.mp4")
@@ -80,7 +81,6 @@ def test_video_to_lipsync_mp4_matches_audio_length(server):
         "model": "it_sampler_tiny_base.safetensors", "infinitetalk_model": "it_sampler_tiny_infinitetalk.safetensors",
         "base_precision": "fp32", "fp8_mode": "upcast (safe, any GPU)", "attention": "sdpa", "blocks_to_swap": 0}}
     original = _stereo_44k(golden.media("speech_1.wav"), server.input_dir / "speech44k.wav", seconds=3.0)
-    seconds = 2.0
     prompt = {
         "1": {"class_type": "LoadVideo", "inputs": {"file": "source30.mp4"}},
         "2": {"class_type": "GetVideoComponents", "inputs": {"video": ["1", 0]}},
@@ -92,21 +92,29 @@ def test_video_to_lipsync_mp4_matches_audio_length(server):
         "8": {"class_type": "ITTestConditioning", "inputs": {"seed": 0, "dim": text_dim}},
         "9": {"class_type": "ITTestConditioning", "inputs": {"seed": 1, "dim": text_dim}},
         "10": {"class_type": "InfiniteTalkSampler", "inputs": {
-            "model": ["5", 0], "vae": ["6", 0], "clip_vision": ["7", 0], "positive": ["8", 0], "negative": ["9", 0],
+            "model": ["5", 0], "vae": ["6", 0], "clip_vision": ["7", 0], "positive": list(positive), "negative": ["9", 0],
             "audio_embeds": ["4", 0], "source": ["2", 0], "source_fps": ["2", 2], "steps": 1, "shift": 5.0,
             "cfg": 1.0, "audio_cfg": 2.0, "denoise": 1.0, "solver": "euler", "seed": 0, "colour_correction": 1.0,
-            "resolution": "custom width/height", "width": 16, "height": 16, "window": 17, "motion_frames": 5}},
+            "resolution": "custom width/height", "width": 16, "height": 16, "window": 17, "motion_frames": 5,
+            **(sampler or {})}},
         "11": {"class_type": "CreateVideo", "inputs": {"images": ["10", 0], "fps": ["10", 2], "audio": ["10", 1]}},
-        "12": {"class_type": "SaveVideo", "inputs": {"video": ["11", 0], "filename_prefix": "it_sampler",
+        "12": {"class_type": "SaveVideo", "inputs": {"video": ["11", 0], "filename_prefix": prefix,
                                                     "format": "mp4", "codec": "h264"}},
-        "13": {"class_type": "SaveAudio", "inputs": {"audio": ["10", 1], "filename_prefix": "it_sampler_sound"}},
+        "13": {"class_type": "SaveAudio", "inputs": {"audio": ["10", 1], "filename_prefix": f"{prefix}_sound"}},
+        **(extra or {}),
     }
     entry = server.run(prompt, timeout=600)
     text = "\n".join(entry["outputs"]["10"]["text"])
-    assert "16x16" in text and "V2V (60 frames @ 30 fps)" in text
-    files = sorted(server.output_dir.rglob("it_sampler*.mp4"))
+    files = sorted(server.output_dir.rglob(f"{prefix}*.mp4"))
     assert files, f"no mp4 written; outputs: {entry['outputs']}"
-    frames, fps, audio_s = _duration(files[-1])
+    return text, files[-1], original
+
+
+def test_video_to_lipsync_mp4_matches_audio_length(server):
+    seconds = 2.0
+    text, path, original = _workflow(server, "it_sampler", seconds)
+    assert "16x16" in text and "V2V (60 frames @ 30 fps)" in text
+    frames, fps, audio_s = _duration(path)
     assert fps == 25.0 and frames == round(seconds * 25)
     assert abs(audio_s - seconds) <= 1.5 / 25
     # The sampler's AUDIO is the user's 44.1 kHz stereo, untouched and exactly 50 frames long (flac: lossless).
@@ -140,6 +148,39 @@ def _read_flac(path):
         planar = av.AudioResampler(format="fltp")
         data = np.concatenate([f.to_ndarray() for frame in c.decode(audio=0) for f in planar.resample(frame)], axis=-1)
     return rate, data.astype(np.float64)
+
+
+def _frames(path):
+    av = pytest.importorskip("av")
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+def test_official_exact_on_and_off_with_a_prompt_schedule(server):
+    """The sampler's faithfulness choices through a real ComfyUI, with two prompts scheduled over time (48x48 source
+    resized by the official PIL rule to 16x16): official_exact on reports the official choices whatever the
+    inputs say; off, the chosen ones; the videos differ by those choices."""
+    seconds = 2.0
+    text_dim = golden.case("a_dit_tiny")["config"]["text_dim"]
+    extra = {"20": {"class_type": "ITTestConditioning", "inputs": {"seed": 2, "dim": text_dim}},
+             "21": {"class_type": "InfiniteTalkPromptSchedule", "inputs": {
+                 "prompt_1": ["8", 0], "prompt_2": ["20", 0], "starts": "0, 1", "unit": "seconds"}}}
+    ours = {"colour_reference": "global anchor", "colour_method": "mkl", "audio_scale": 1.5,
+            "two_speaker_null_audio": "silence both speakers"}
+    runs = {}
+    for exact in (True, False):
+        text, path, _ = _workflow(server, f"it_faithful_{exact}", seconds, {**ours, "official_exact": exact},
+                                  extra, positive=("21", 0))
+        assert "prompt 1 from window 0" in text and "prompt 2 from window 2" in text
+        frames, fps, _ = _duration(path)
+        assert fps == 25.0 and frames == round(seconds * 25)
+        runs[exact] = (text, _frames(path))
+    print("\n" + runs[True][0].splitlines()[1] + "\n" + runs[False][0].splitlines()[1])
+    assert "official_exact ON" in runs[True][0] and "first frame (official)" in runs[True][0]
+    assert "not in the official pipeline: audio_scale 1.5" in runs[True][0]
+    assert "global anchor (official: first frame (official))" in runs[False][0]
+    assert "mkl (official: lab mean/std (official))" in runs[False][0]
+    assert (runs[True][1].astype(int) - runs[False][1].astype(int)).any()
 
 
 def test_core_vae_through_our_adapter_matches_official_golden_cases(server):

@@ -32,7 +32,9 @@ class _TinyVision(torch.nn.Module):
 
 class _ClipVision:
     def __init__(self):
-        self.model = _TinyVision()
+        with torch.random.fork_rng():  # the same weights every time: reruns must give the same frames
+            torch.manual_seed(0)
+            self.model = _TinyVision()
         self.patcher = comfy.model_patcher.ModelPatcher(self.model, load_device=torch.device("cpu"),
                                                         offload_device=torch.device("cpu"))
 
@@ -45,7 +47,9 @@ def _node(returns, inputs, fn):
 
 def small_core_vae(golden_dir: str) -> comfy.sd.VAE:
     """core VAE wrapper (detected as Wan 2.1 from its marker key) around core WanVAE(dim=8) + golden weights."""
-    vae = comfy.sd.VAE(sd={"decoder.middle.0.residual.0.gamma": torch.ones(384, 1, 1, 1)})
+    # marker keys of the real Wan 2.1 VAE (dim 96): 0.3.64 needs the first, 0.8.0 also reads dim and input channels
+    vae = comfy.sd.VAE(sd={"decoder.middle.0.residual.0.gamma": torch.ones(384, 1, 1, 1),
+                           "decoder.head.0.gamma": torch.ones(96, 1, 1, 1), "encoder.conv1.weight": torch.zeros(96, 3, 3, 3, 3)})
     small = comfy.ldm.wan.vae.WanVAE(dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
                                      temperal_downsample=[False, True, True])
     small.load_state_dict(load_file(os.path.join(golden_dir, "vae_small_weights.safetensors")))
@@ -101,6 +105,35 @@ def _vae_adapter_check(self, pack_module):
     return {"ui": {"text": [json.dumps(err)]}, "result": ()}
 
 
+def _memory_probe(self, model=None, wav2vec=None, after_frames=None, after_embeds=None):
+    """Where ComfyUI's memory manager has our models: for each given INFINITETALK_* output, its identity, whether
+    its weights are loaded and whether it is in comfy.model_management.current_loaded_models."""
+    import comfy.model_management as mm
+    registered = [entry.model for entry in mm.current_loaded_models]
+    report = {"loaded_classes": [type(p.model).__name__ for p in registered if p is not None]}
+    for name, value in (("model", model), ("wav2vec", wav2vec)):
+        if value is not None:
+            report[name] = {"id": id(value), "loaded": value.patcher.is_loaded(),
+                            "registered": any(p is value.patcher for p in registered),
+                            "size": value.patcher.model_size(), "ram": value.get_ram_usage()}
+    return {"ui": {"text": [json.dumps(report)]}, "result": ()}
+
+
+def _digest(self, images):
+    import hashlib
+    data = images.detach().float().cpu().contiguous().numpy().tobytes()
+    return {"ui": {"text": [json.dumps({"sha256": hashlib.sha256(data).hexdigest(), "shape": list(images.shape)})]},
+            "result": ()}
+
+
+_probe = type("Node", (), {"RETURN_TYPES": (), "FUNCTION": "go", "CATEGORY": "testing", "OUTPUT_NODE": True,
+                           "INPUT_TYPES": classmethod(lambda c: {"required": {}, "optional": {
+                               "model": ("INFINITETALK_MODEL",), "wav2vec": ("INFINITETALK_WAV2VEC",),
+                               "after_frames": ("IMAGE",), "after_embeds": ("INFINITETALK_AUDIO_EMBEDS",)}}),
+                           "IS_CHANGED": classmethod(lambda c, **kw: float("nan")), "go": _memory_probe})
+_digest_node = _node((), {"images": ("IMAGE",)}, _digest)
+_digest_node.OUTPUT_NODE = True
+
 _check = _node((), {"pack_module": ("STRING", {"default": ""})}, _vae_adapter_check)
 _check.OUTPUT_NODE = True
 
@@ -110,6 +143,8 @@ NODE_CLASS_MAPPINGS = {
     "ITTestTinyClipVision": _node(("CLIP_VISION",), {}, _clip_vision),
     "ITTestConditioning": _node(("CONDITIONING",), {"seed": ("INT", {"default": 0}), "dim": ("INT", {"default": 4096})},
                                 _conditioning),
+    "ITTestMemoryProbe": _probe,
+    "ITTestDigest": _digest_node,
     "ITTestAudioEmbeds": _node(("INFINITETALK_AUDIO_EMBEDS",), {"audio": ("AUDIO",), "seconds": ("FLOAT", {"default": 3.0})},
                                _audio_embeds),
 }
