@@ -1,12 +1,17 @@
 """Time one InfiniteTalk DiT forward (one CFG branch) at 480p and 720p, 81 frames, on one GPU.
 
-    python bench/dit_forward.py                      # 14B, random bf16 weights, cuda, eager SDPA
+    python bench/dit_forward.py --suite              # every speed path: time + error vs the bf16 eager forward
+    python bench/dit_forward.py                      # 14B, random bf16 weights, cuda, eager, --attention auto
     python bench/dit_forward.py --compile            # same, blocks under torch.compile
-    python bench/dit_forward.py --attention sage     # or flash_attn (falls back to SDPA if absent)
-    python bench/dit_forward.py --smoke              # tiny config on CPU, same code path
+    python bench/dit_forward.py --attention sage     # or sdpa, flash_attn, fa3_fp8, int8 (fall back to SDPA if absent)
+    python bench/dit_forward.py --smoke [--suite]    # tiny config on CPU, same code path
 
 Prints seconds per forward (median of --runs after one warm-up, CUDA-synchronised), the fraction
-of the bf16 roofline (FLOPs by perf-anchors.md §1.2 / 790 TFLOP/s), and peak memory.
+of the bf16 roofline (FLOPs by perf-anchors.md §1.2 / 790 TFLOP/s), and peak memory. The suite
+also prints each path's relative L2 error against the bf16 eager SDPA forward on the same inputs
+and weights (fp8 weights: against the eager up-cast forward of the same fp8 weights), and one
+self-attention call per back-end at the 480p shape (time, error against an fp32 reference on a
+slice of the queries).
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.dit import WAN_I2V_14B, DiTConfig, InfiniteTalkDiT, count_parameters, fused  # noqa: E402
+from pipeline.dit import BACKENDS, WAN_I2V_14B, DiTConfig, InfiniteTalkDiT, count_parameters, fused  # noqa: E402
 
 ROOFLINE_TFLOPS = 790.0
 RESOLUTIONS = {"480p": (832, 480), "720p": (1280, 720)}
@@ -162,7 +167,13 @@ def main():
     parser.add_argument("--frames", type=int, default=81)
     parser.add_argument("--speakers", type=int, default=1, choices=(1, 2))
     parser.add_argument("--runs", type=int, default=3, help="timed forwards after one warm-up")
-    parser.add_argument("--attention", default="sdpa", choices=("sdpa", "flash_attn", "sage"))
+    parser.add_argument("--attention", default="auto", choices=BACKENDS)
+    parser.add_argument("--suite", action="store_true", help="every speed path at --res, with errors (see above)")
+    parser.add_argument("--attention-calls", action="store_true", help="only: one self-attention call per "
+                        "back-end at the 480p shape (ms, error vs fp32 on 1024 queries)")
+    parser.add_argument("--block-errors", action="store_true", help="only: one full-width block at the 480p "
+                        "token count, each path vs the fp32 block")
+    parser.add_argument("--swap", type=int, default=20, help="blocks_to_swap of the suite's block-swap rows")
     parser.add_argument("--compile", action="store_true", help="torch.compile every block (measured separately)")
     parser.add_argument("--no-triton", action="store_true", help="eager RMSNorm+RoPE instead of the fused Triton "
                         "kernel (A/B baseline)")
@@ -186,6 +197,14 @@ def main():
         torch.backends.cuda.matmul.allow_tf32 = False
 
     fused.ENABLED = not args.no_triton
+    if args.attention_calls:
+        from speed_suite import attention_calls
+        attention_calls(device, dtype, 32760 if not args.smoke else 64, cfg.num_heads, cfg.head_dim)
+        return
+    if args.block_errors:
+        from speed_suite import block_errors
+        block_errors(cfg, device, *((64, 48), 9) if args.smoke else ())
+        return
     start = time.perf_counter()
     model = build_model(cfg, device, dtype, args.attention)
     sync(device)
@@ -197,6 +216,10 @@ def main():
           f"{fused.ENABLED and fused.triton is not None and device.type == 'cuda'}, speakers={args.speakers}, "
           f"torch {torch.__version__}")
     check_block_numerics(model, device, args.speakers)
+    if args.suite:
+        from speed_suite import run_suite
+        run_suite(model, cfg, sizes, frames, args, device, dtype)
+        return
     if args.compile:
         # One static graph per resolution, shared by the 40 blocks (their weights are graph inputs).
         torch._dynamo.config.cache_size_limit = max(64, torch._dynamo.config.cache_size_limit)

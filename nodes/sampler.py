@@ -11,6 +11,7 @@ from ..pipeline.sampler.branches import NULL_AUDIO
 from ..pipeline.sampler.faithful import COLOUR_REFERENCES, describe
 from ..pipeline.sampler.guidance import branch_names
 from ..pipeline.sampler.prompts import ScheduledPrompt, window_prompts
+from ..pipeline.sampler import step_cache
 from ..pipeline.sampler.solvers import SOLVERS
 from ..pipeline.sampler.source import SOURCE_END, Source
 from ..pipeline.mask.composite import mask_size_note
@@ -181,6 +182,8 @@ class InfiniteTalkSampler:
                                                       "both speakers: keeps the two-speaker path (speaker masks, 64 audio tokens) with "
                                                       "zero audio, so audio_cfg pushes only the audio; changes the video noticeably "
                                                       "when audio_cfg != 1. No effect with one speaker."}),
+                "step_cache": (list(step_cache.METHODS), {"default": "off", "tooltip": "Skip the transformer on steps where it would change little, reusing its last change (TeaCache / MagCache / EasyCache with the published Wan 2.1 I2V 480p/720p tables). For 20+ steps; nothing to skip at 4-8 steps. The node reports how many model calls were skipped."}),
+                "cache_threshold": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 5.0, "step": 0.01, "tooltip": "Step cache threshold; 0 = the method's published default (TeaCache 0.2, MagCache 0.12, EasyCache 0.05). Higher skips more."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -190,8 +193,11 @@ class InfiniteTalkSampler:
                face_image=None, mask_1=None, mask_2=None, source_end="hold", batch_branches=False, apg=False,
                apg_momentum=-0.75, apg_norm_threshold=55.0, audio_scale=1.0, official_exact=False,
                colour_reference=COLOUR_REFERENCES[1], colour_method=COLOUR_METHODS[0],
-               two_speaker_null_audio=NULL_AUDIO[0], unique_id=None):
+               two_speaker_null_audio=NULL_AUDIO[0], step_cache="off", cache_threshold=0.0,
+               unique_id=None):
         dit = _dit(model)
+        if hasattr(dit, "interrupt"):  # a multi-GPU pool: Cancel while it waits for its workers
+            dit.interrupt = host.throw_if_interrupted
         if source.dim() != 4 or source.shape[0] < 1:
             raise ValueError(f"source: expected IMAGE frames [N,H,W,3], got {tuple(source.shape)}.")
         src_h, src_w = int(source.shape[1]), int(source.shape[2])
@@ -208,9 +214,11 @@ class InfiniteTalkSampler:
         settings = Settings(steps=steps, shift=shift, cfg=cfg, audio_cfg=audio_cfg, denoise=denoise, solver=solver,
                             seed=seed, colour_strength=colour_correction, window=window, motion=motion_frames, apg=apg,
                             apg_momentum=apg_momentum, apg_norm_threshold=apg_norm_threshold,
-                            batch_branches=batch_branches, source_end=source_end, audio_scale=audio_scale,
+                            batch_branches=batch_branches or getattr(dit, "wants_batched_branches", False),
+                            source_end=source_end, audio_scale=audio_scale,
                             null_audio=two_speaker_null_audio, colour_reference=colour_reference,
-                            colour_method=colour_method, official_exact=official_exact)
+                            colour_method=colour_method, official_exact=official_exact,
+                            step_cache=step_cache, cache_threshold=cache_threshold)
         two = len(audio_embeds.speakers) == 2
         text_dim = getattr(getattr(dit, "config", None), "text_dim", 4096)
         prompts = _schedule(positive, text_dim)
@@ -243,6 +251,9 @@ class InfiniteTalkSampler:
             frames, audio, out_fps = run(dit, ComfyVAE(vae), ComfyClipVision(clip_vision), job,
                                          device=getattr(model, "device", None) or host.torch_device(),
                                          callbacks=callbacks, prepared=prepared)
+        if step_cache != "off":
+            info += "\n" + step_cache.summary(job.stats)
+            host.show_text(unique_id, info)
         return {"ui": {"text": [info]}, "result": (frames, audio, out_fps)}
 
 

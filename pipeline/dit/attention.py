@@ -3,26 +3,35 @@
 ``attention(q, k, v, backend)`` takes q [B, Sq, H, d], k/v [B, Sk, H, d] (any float dtype) and
 returns [B, Sq, H, d] in q's dtype, softmax scale 1/sqrt(d), no mask.
 
-* ``"sdpa"`` (default): ``torch.nn.functional.scaled_dot_product_attention``; on CUDA with
-  cuDNN attention first in the priority list (about 1.6x PyTorch's FA2 on Hopper).
-* ``"flash_attn"``: FlashAttention-3 (``flash_attn_interface``) or -2 (``flash_attn``).
+* ``"auto"`` (loader default): ``flash_attn`` on Hopper when FlashAttention-3 is installed, else ``sdpa``.
+* ``"sdpa"``: ``torch.nn.functional.scaled_dot_product_attention``; on CUDA with cuDNN attention
+  first in the priority list (about 1.6x PyTorch's FA2 on Hopper).
+* ``"flash_attn"``: FlashAttention-3 (``flash_attn_interface`` or the ``fa3-fwd`` wheel's
+  ``fa3_fwd_interface``), else FlashAttention-2 (``flash_attn``).
+* ``"fa3_fp8"``: FlashAttention-3 in fp8 with exact smoothing/scaling (``attention_kernels``).
+* ``"int8"``: comfy-kitchen's INT8 attention (Ada/Ampere).
 * ``"sage"``: SageAttention (int8 QK; changes the numerics, as in the official code).
 
-A back-end that is not importable, or that raises (e.g. fp32 inputs, CPU tensors), falls
-back to SDPA with one warning naming what was asked and what is used.
+The 8-bit back-ends apply to the video self-attention only; the cross-attentions (a few hundred
+keys, ~1 % of the time) use :func:`exact_backend`. A back-end that is not importable, or that
+raises (e.g. fp32 inputs, CPU tensors), falls back to SDPA with one warning naming what was asked
+and what is used.
 """
 from __future__ import annotations
 
-import importlib
 import warnings
 
 import torch
 import torch.nn.functional as F
 
-BACKENDS = ("sdpa", "flash_attn", "sage")
+from . import attention_kernels
+
+BACKENDS = ("auto", "sdpa", "flash_attn", "fa3_fp8", "int8", "sage")
+_EXACT = {"fa3_fp8": "flash_attn", "int8": "sdpa"}
 
 _WARNED: set[str] = set()
 _IMPLS: dict[str, object] = {}
+_LOADERS = attention_kernels.LOADERS
 
 try:  # PyTorch >= 2.5: cuDNN attention first, then the others in PyTorch's order.
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -40,26 +49,29 @@ def _warn_once(key: str, message: str) -> None:
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
-def _load_flash():
-    try:
-        module = importlib.import_module("flash_attn_interface")  # FlashAttention-3 (Hopper)
-
-        def fa3(q, k, v):
-            out = module.flash_attn_func(q, k, v)
-            return out[0] if isinstance(out, tuple) else out
-        return fa3
-    except Exception:
-        pass
-    module = importlib.import_module("flash_attn")
-    return lambda q, k, v: module.flash_attn_func(q, k, v)
+def auto_backend(device=None) -> str:
+    """``flash_attn`` on a Hopper GPU (compute capability 9.x) with FlashAttention-3 installed, else ``sdpa``."""
+    if not torch.cuda.is_available():
+        return "sdpa"
+    device = torch.device("cuda") if device is None else torch.device(device)
+    if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] != 9:
+        return "sdpa"
+    return "flash_attn" if attention_kernels.fa3_available() else "sdpa"
 
 
-def _load_sage():
-    module = importlib.import_module("sageattention")
-    return lambda q, k, v: module.sageattn(q, k, v, tensor_layout="NHD", is_causal=False)
+_AUTO: dict[str, str] = {}
 
 
-_LOADERS = {"flash_attn": _load_flash, "sage": _load_sage}
+def _auto_for(device) -> str:
+    key = str(device)
+    if key not in _AUTO:
+        _AUTO[key] = auto_backend(device) if torch.device(device).type == "cuda" else "sdpa"
+    return _AUTO[key]
+
+
+def exact_backend(backend: str) -> str:
+    """The back-end the cross-attentions use when ``backend`` runs the self-attention."""
+    return _EXACT.get(backend, backend)
 
 
 @torch.compiler.disable
@@ -78,10 +90,12 @@ def _impl(backend: str):
     return _IMPLS[backend]
 
 
-def check_backend(backend: str) -> str:
+def check_backend(backend: str, device=None) -> str:
     """Validate ``backend`` and return the one that will run (warns if it must be SDPA)."""
     if backend not in BACKENDS:
         raise ValueError(f"attention backend {backend!r} unknown: choose one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        backend = auto_backend(device)
     if backend != "sdpa" and _impl(backend) is None:
         warnings.warn(f"attention backend {backend!r} requested but not importable "
                       f"({_IMPLS.get(backend + ':why')}); using 'sdpa' instead", RuntimeWarning, stacklevel=2)
@@ -109,6 +123,8 @@ def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "sdpa") -> torch.Tensor:
     """Softmax attention, q [B, Sq, H, d], k/v [B, Sk, H, d] -> [B, Sq, H, d] (dtype of q)."""
+    if backend == "auto":
+        backend = _auto_for(q.device)
     if backend != "sdpa":
         kernel = _impl(backend) if backend in _LOADERS else None
         if kernel is None:

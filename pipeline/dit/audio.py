@@ -72,13 +72,17 @@ def reference_attention_map(q: torch.Tensor, k_ref: torch.Tensor, masks: torch.T
     return (hits / masks.float().sum(dim=1)).transpose(1, 2)
 
 
-def speaker_positions(ref_map: torch.Tensor, class_range: int, class_interval: int) -> torch.Tensor:
+def speaker_positions(ref_map: torch.Tensor, class_range: int, class_interval: int, extrema=None) -> torch.Tensor:
     """L-RoPE query positions [b, S] from the reference map [b, 3, S] (arithmetic in its dtype).
 
     Speaker 1 tokens get 0..interval, speaker 2 tokens range-interval..range (min-max scaled over
     all tokens), background tokens range/2; the class is the argmax over the 3 maps.
+    ``extrema(low, high)`` -> the min/max over all tokens when ``ref_map`` holds a slice of them
+    (sequence parallelism).
     """
     low, high = ref_map.amin(dim=2, keepdim=True), ref_map.amax(dim=2, keepdim=True)
+    if extrema is not None:
+        low, high = extrema(low, high)
     unit = (ref_map[:, :2] - low[:, :2]) / (high[:, :2] - low[:, :2] + 1e-8)
     # Python-number offsets: a torch.tensor literal would be a synchronising host->device copy per block.
     speaker1 = unit[:, :1] * class_interval
@@ -101,11 +105,13 @@ class AudioCrossAttention(nn.Module):
         self.proj = nn.Linear(cfg.dim, cfg.dim)
 
     def forward(self, x: torch.Tensor, audio: torch.Tensor, frames: int, positions: torch.Tensor | None,
-                lrope_rows: torch.Tensor | None) -> torch.Tensor:
+                lrope_rows: torch.Tensor | None, span: tuple[int, int] | None = None) -> torch.Tensor:
         """x [B, S, D], audio tokens [B, N_t, N_a, C] -> [B, S, D].
 
         positions: L-RoPE query positions [b, S] for the batch rows ``lrope_rows`` (2 speakers,
         N_a = 2 x context_tokens, speaker 1 first), None when no row uses L-RoPE.
+        span: (first token, all tokens) when x holds a slice of the sequence (sequence parallelism):
+        the slice is padded to whole latent frames, which attend to their frame's audio as usual.
         """
         batch, seq, dim = x.shape
         q = self.q_linear(x).unflatten(-1, (self.num_heads, self.head_dim))  # [B, S, H, d]
@@ -119,8 +125,15 @@ class AudioCrossAttention(nn.Module):
             k_pos[lrope_rows, :n_a // 2] = self.key_positions[0]
             k_pos[lrope_rows, n_a // 2:] = self.key_positions[1]
             k = apply_rope(k, lrope_table(k_pos, self.head_dim)[:, None, :, None])
-        q = q.reshape(batch * frames, seq // frames, self.num_heads, self.head_dim)
+        lead = 0
+        if span is not None:
+            frame_tokens = span[1] // frames
+            first, last = span[0] // frame_tokens, -(-(span[0] + seq) // frame_tokens)
+            lead = span[0] - first * frame_tokens
+            q = F.pad(q, (0, 0, 0, 0, lead, (last - first) * frame_tokens - seq - lead))
+            k, v, frames = k[:, first:last], v[:, first:last], last - first
+        q = q.reshape(batch * frames, q.shape[1] // frames, self.num_heads, self.head_dim)
         # Always SDPA: N_a = 32/64 keys cost ~0.3 ms per block, and the official code keeps this
         # attention exact (xformers) even when it switches the others to SageAttention.
-        out = sdpa(q, k.flatten(0, 1), v.flatten(0, 1))
-        return self.proj(out.reshape(batch, seq, dim))
+        out = sdpa(q, k.flatten(0, 1), v.flatten(0, 1)).reshape(batch, -1, dim)
+        return self.proj(out[:, lead:lead + seq])

@@ -22,7 +22,10 @@ class BlockInputs:
     speaker_masks: [3, N_h*N_w] compute-dtype token masks and lrope_rows: int64 [b], the batch
     rows with 2 speakers (L-RoPE); both None when no row has 2 speakers;
     grid: (N_t, N_h, N_w); image_tokens: CLIP tokens at the start of ``context`` (257 per image);
-    backend: attention back-end name; audio_scale: weight of the audio cross-attention residual (1 = trained).
+    backend: self-attention back-end name; cross_backend: the cross-attentions' (exact) back-end;
+    audio_scale: weight of the audio cross-attention residual (1 = trained);
+    shard: this rank's token slice under sequence parallelism (``pipeline.parallel.sequence.SequenceShard``;
+    None in one process).
     """
     rope: torch.Tensor
     context: torch.Tensor
@@ -33,6 +36,8 @@ class BlockInputs:
     image_tokens: int
     backend: str
     audio_scale: float = 1.0
+    cross_backend: str = "sdpa"
+    shard: object = None
 
 
 class SelfAttention(nn.Module):
@@ -46,12 +51,14 @@ class SelfAttention(nn.Module):
         self.norm_q = RMSNorm(cfg.dim, cfg.eps)
         self.norm_k = RMSNorm(cfg.dim, cfg.eps)
 
-    def forward(self, x: torch.Tensor, rope: torch.Tensor, backend: str):
-        """x [B, S, D] -> (out [B, S, D], q, k [B, S, H, d] after RoPE, for the speaker map)."""
+    def forward(self, x: torch.Tensor, rope: torch.Tensor, backend: str, shard=None):
+        """x [B, S, D] -> (out [B, S, D], q, k [B, S, H, d] after RoPE, for the speaker map).
+
+        Under sequence parallelism S is this rank's slice and ``shard`` runs the attention over all tokens."""
         q = norm_rope(self.q(x), self.norm_q, rope, self.num_heads)
         k = norm_rope(self.k(x), self.norm_k, rope, self.num_heads)
         v = self.v(x).unflatten(-1, (self.num_heads, -1))
-        out = attention(q, k, v, backend).flatten(-2)
+        out = (attention(q, k, v, backend) if shard is None else shard.attention(q, k, v, backend)).flatten(-2)
         return self.o(out), q, k
 
 
@@ -99,22 +106,27 @@ class Block(nn.Module):
         """x [B, S, D] (compute dtype), e0 [B, 6, D] fp32 -> [B, S, D]."""
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.float() + e0).chunk(6, dim=1)
 
-        y, q, k = self.self_attn(modulate(self.norm1(x), shift1, scale1), inputs.rope, inputs.backend)
+        shard = inputs.shard
+        y, q, k = self.self_attn(modulate(self.norm1(x), shift1, scale1), inputs.rope, inputs.backend, shard)
         positions = None
         rows = inputs.lrope_rows
         if rows is not None:
             if len(rows) != len(x):
                 q, k = q.index_select(0, rows), k.index_select(0, rows)
-            ref_map = reference_attention_map(q, k[:, :inputs.grid[1] * inputs.grid[2]], inputs.speaker_masks)
+            ref_tokens = inputs.grid[1] * inputs.grid[2]
+            k_ref = k[:, :ref_tokens] if shard is None else shard.leading_tokens(k, ref_tokens)
+            ref_map = reference_attention_map(q, k_ref, inputs.speaker_masks)
             # The official map and the position arithmetic are in the compute dtype.
             ref_map = ref_map.to(x.dtype)
-            positions = speaker_positions(ref_map, self.class_range, self.class_interval)
+            positions = speaker_positions(ref_map, self.class_range, self.class_interval,
+                                          None if shard is None else shard.extrema)
         del q, k
         x = gated_add(x, y, gate1)
         del y
 
-        x = x + self.cross_attn(self.norm3(x), inputs.context, inputs.image_tokens, inputs.backend)
-        audio = self.audio_cross_attn(self.norm_x(x), inputs.audio, inputs.grid[0], positions, rows)
+        x = x + self.cross_attn(self.norm3(x), inputs.context, inputs.image_tokens, inputs.cross_backend)
+        audio = self.audio_cross_attn(self.norm_x(x), inputs.audio, inputs.grid[0], positions, rows,
+                                      None if shard is None else shard.span)
         x = x + (audio if inputs.audio_scale == 1.0 else audio * inputs.audio_scale)
 
         y = self.ffn(modulate(self.norm2(x), shift2, scale2))

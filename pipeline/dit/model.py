@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import check_backend
+from .attention import check_backend, exact_backend
 from .audio import AudioProjModel, group_audio_windows, token_masks
 from .blocks import Block, BlockInputs
 from .config import DiTConfig
@@ -41,6 +41,8 @@ class InfiniteTalkDiT(nn.Module):
         self.audio_proj = AudioProjModel(cfg)
         self._dtype_override = None
         self._rope_cache: dict = {}
+        self.step_cache = None  # set by the sampler for one window (pipeline/sampler/step_cache.py)
+        self.sequence_group = None  # a torch.distributed group: Ulysses sequence parallelism over its ranks
         self.attention_backend = "sdpa"
         self.set_attention_backend(attention)
 
@@ -54,18 +56,22 @@ class InfiniteTalkDiT(nn.Module):
     def compute_dtype(self, dtype: torch.dtype | None):
         self._dtype_override = dtype
 
-    def set_attention_backend(self, backend: str) -> str:
-        """Choose "sdpa" | "flash_attn" | "sage"; an unavailable one warns once and SDPA is kept."""
+    def set_attention_backend(self, backend: str, device=None) -> str:
+        """Choose one of ``attention.BACKENDS`` ("auto" resolves for ``device``, default the current
+        CUDA device); an unavailable one warns once and SDPA is kept. The 8-bit back-ends run the
+        self-attention; the cross-attentions use their exact counterpart."""
         self.requested_attention_backend = backend
-        self.attention_backend = check_backend(backend)
+        self.attention_backend = check_backend(backend, device)
+        self.cross_attention_backend = check_backend(exact_backend(self.attention_backend), device)
         return self.attention_backend
 
     def compile_blocks(self, device: torch.device) -> bool:
-        """torch.compile every block, fusing the element-wise work around the GEMMs and attention.
+        """torch.compile every block's ``forward``, fusing the element-wise work around the GEMMs and attention.
 
-        H100, 480p: bf16 3.14 -> 3.02 s per forward, fp8 matmul 3.21 -> 2.72 s; the first forward
-        at each new shape compiles (about 25 s). CUDA needs Triton: without it this warns and
-        returns False, leaving the model eager.
+        The module hooks stay outside the compiled code, so block swap (which swaps the weights in
+        a pre-hook) works compiled too. H100, 480p: bf16 3.14 -> 3.02 s per forward, fp8 matmul
+        3.21 -> 2.72 s; the first forward at each new shape compiles (about 25 s). CUDA needs
+        Triton: without it this warns and returns False, leaving the model eager.
         """
         if torch.device(device).type == "cuda":
             try:
@@ -74,8 +80,12 @@ class InfiniteTalkDiT(nn.Module):
                 warnings.warn(f"torch.compile needs Triton on CUDA ({type(exc).__name__}: {exc}); "
                               f"running the model uncompiled", RuntimeWarning, stacklevel=2)
                 return False
+        # One graph per resolution shared by all blocks (their weights are graph inputs); every
+        # block is the same code, so the cache needs room for a few resolutions, not 40 blocks.
+        torch._dynamo.config.cache_size_limit = max(64, torch._dynamo.config.cache_size_limit)
         for block in self.blocks:
-            block.compile()
+            if not hasattr(block.forward, "_torchdynamo_orig_callable"):
+                block.forward = torch.compile(block.forward, dynamic=False)
         return True
 
     def _rope(self, grid: tuple[int, int, int], device) -> torch.Tensor:
@@ -110,6 +120,11 @@ class InfiniteTalkDiT(nn.Module):
         latents = torch.cat([x.to(dtype), y.to(dtype).expand(batch, -1, -1, -1, -1)], dim=1)
         h = self.patch_embedding(latents.to(self.patch_embedding.weight.dtype)).to(dtype)
         h = h.flatten(2).transpose(1, 2).contiguous()  # [B, S, D], tokens in (t, h, w) order
+        rope, shard = self._rope(grid, x.device), None
+        if self.sequence_group is not None:
+            from ..parallel.sequence import SequenceShard  # torch.distributed only where it is used
+            shard = SequenceShard(self.sequence_group, h.shape[1])
+            h, rope = shard.local(h, 1), shard.local(rope, 0)
 
         e = self.time_embedding(sinusoidal_embedding(self._timesteps(t, batch, x.device), cfg.freq_dim))
         e0 = self.time_projection(e).unflatten(1, (6, cfg.dim))
@@ -121,14 +136,23 @@ class InfiniteTalkDiT(nn.Module):
         if max(speakers) == 2:  # the reference attention map is only ever computed for 2 speakers
             masks = self._token_masks(speaker_masks, (height, width), grid, dtype, x.device)
             rows = torch.tensor([i for i, n in enumerate(speakers) if n == 2], device=x.device)
-        inputs = BlockInputs(rope=self._rope(grid, x.device), context=torch.cat([image, text], dim=1),
+        inputs = BlockInputs(rope=rope, context=torch.cat([image, text], dim=1),
                              audio=audio_tokens, speaker_masks=masks, lrope_rows=rows, grid=grid,
                              image_tokens=image.shape[1], backend=self.attention_backend,
-                             audio_scale=float(audio_scale))
+                             audio_scale=float(audio_scale),
+                             cross_backend=self.cross_attention_backend, shard=shard)
 
+        if self.step_cache is None:
+            h = self._blocks(h, e0, inputs)
+        else:  # a skipped step reuses the blocks' residual of the last computed one (step_cache.py)
+            h = self.step_cache.run_blocks(h, e, e0, lambda hidden: self._blocks(hidden, e0, inputs))
+        out = self.head(h, e)
+        return self._unpatchify(out if shard is None else shard.gather(out), grid)
+
+    def _blocks(self, h: torch.Tensor, e0: torch.Tensor, inputs: BlockInputs) -> torch.Tensor:
         for block in self.blocks:
             h = block(h, e0, inputs)
-        return self._unpatchify(self.head(h, e), grid)
+        return h
 
     def _unpatchify(self, out: torch.Tensor, grid) -> torch.Tensor:
         """[B, S, pt*ph*pw*C] (channel fastest) -> [B, C, T, h, w] fp32."""

@@ -84,6 +84,27 @@ def _dtype(d) -> torch.dtype:
     return d
 
 
+def _recognise(base_path, infinitetalk_path):
+    """Open and recognise both files -> (base, base info, adapter or None, adapter info or None)."""
+    base = open_checkpoint(base_path)
+    binfo = inspect_base(base)
+    audio = ainfo = None
+    if infinitetalk_path:
+        audio = open_checkpoint(infinitetalk_path)
+        ainfo = inspect_audio(audio)
+        check_compatible(base, binfo, audio, ainfo)
+    elif not binfo.has_audio:
+        raise CheckpointError(base_path, "no InfiniteTalk file given and the base model has no audio modules",
+                              fix="select the InfiniteTalk single or multi file in the loader")
+    return base, binfo, audio, ainfo
+
+
+def dit_config(base_path, infinitetalk_path=None, num_heads=None):
+    """The DiTConfig ``load_dit`` would build for these files, reading only their headers."""
+    _, binfo, _, ainfo = _recognise(base_path, infinitetalk_path)
+    return build_model(derive_config(binfo.dims, ainfo.dims if ainfo else None, num_heads)).config
+
+
 def load_dit(base_path, infinitetalk_path=None, *, compute_dtype=torch.bfloat16, fp8_mode="upcast", loras=(),
              device=None, offload_device="cpu", blocks_to_swap=0, attention="sdpa", lora_mode="merge",
              num_heads=None, model_builder=None):
@@ -103,18 +124,8 @@ def load_dit(base_path, infinitetalk_path=None, *, compute_dtype=torch.bfloat16,
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     offload_device = torch.device(offload_device)
 
-    base = open_checkpoint(base_path)
-    binfo = inspect_base(base)
-    sources, ainfo, audio = [base], None, None
-    if infinitetalk_path:
-        audio = open_checkpoint(infinitetalk_path)
-        ainfo = inspect_audio(audio)
-        check_compatible(base, binfo, audio, ainfo)
-        sources.append(audio)
-    elif not binfo.has_audio:
-        raise CheckpointError(base_path, "no InfiniteTalk file given and the base model has no audio modules",
-                              fix="select the InfiniteTalk single or multi file in the loader")
-
+    base, binfo, audio, ainfo = _recognise(base_path, infinitetalk_path)
+    sources = [base] + ([audio] if audio else [])
     model = (model_builder or build_model)(derive_config(binfo.dims, ainfo.dims if ainfo else None, num_heads))
     n_blocks = len(model.blocks)
     if not 0 <= blocks_to_swap <= n_blocks:

@@ -103,6 +103,32 @@ def quantize_fp8(x: torch.Tensor, rowwise: bool) -> tuple[torch.Tensor, torch.Te
     return _quantize_impl(x, rowwise)
 
 
+_MM = {"pad_rows": False, "bias": True}  # what this torch/cuBLASLt build needs, learnt on the first failure
+
+
+def scaled_mm(xq, w, sx, sw, bias, out_dtype):
+    """``torch._scaled_mm`` with the bias in the epilogue and unpadded rows where the build allows;
+    otherwise rows padded to a multiple of 16 and/or the bias added after (one extra pass each)."""
+    rows = xq.shape[0]
+    if _MM["pad_rows"] and rows % 16:
+        pad = 16 - rows % 16
+        xq = torch.nn.functional.pad(xq.view(torch.uint8), (0, 0, 0, pad)).view(xq.dtype)
+        sx = torch.nn.functional.pad(sx, (0, 0, 0, pad), value=1.0) if sx.dim() == 2 else sx
+    fused_bias = bias is not None and _MM["bias"]
+    try:
+        out = torch._scaled_mm(xq, w, scale_a=sx, scale_b=sw, bias=bias if fused_bias else None,
+                               out_dtype=out_dtype)[:rows]
+    except (RuntimeError, NotImplementedError):
+        if fused_bias:
+            _MM["bias"] = False
+        elif not _MM["pad_rows"] and rows % 16:
+            _MM["pad_rows"], _MM["bias"] = True, True
+        else:
+            raise
+        return scaled_mm(xq[:rows], w, sx[:rows] if sx.dim() == 2 else sx, sw, bias, out_dtype)
+    return out if bias is None or fused_bias else out + bias
+
+
 class Fp8Linear(PatchedLinear):
     """weight: fp8 [out, in]; scale_weight: float32 0-dim (1 for plain fp8).
 
@@ -133,19 +159,15 @@ class Fp8Linear(PatchedLinear):
         dt = self.compute_dtype
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
-        rows = x2.shape[0]
-        if rows % 16:  # cuBLASLt fp8 wants every dimension a multiple of 16
-            x2 = torch.nn.functional.pad(x2, (0, 0, 0, 16 - rows % 16))
         rowwise = dt == torch.bfloat16
         xq, sx = quantize_fp8(x2, rowwise)
         sw = self.scale_weight.to(torch.float32)
         sw = sw.reshape(1, 1).expand(1, self.out_features).contiguous() if rowwise else sw
-        out = torch._scaled_mm(xq, self.weight.t(), scale_a=sx, scale_b=sw, out_dtype=dt)
-        if self.bias is not None:  # added here: not every torch/cuBLASLt build takes a bias with row-wise scales
-            out = out + self.bias.to(dt)
+        bias = None if self.bias is None else self.bias.to(dt)
+        out = scaled_mm(xq, self.weight.t(), sx, sw, bias, dt)
         if self.lora is not None:
             out = out + self.lora.output_delta(x2.to(dt))
-        return out[:rows].reshape(*shape[:-1], self.out_features)
+        return out.reshape(*shape[:-1], self.out_features)
 
     def extra_repr(self):
         return super().extra_repr() + f", fp8={str(self.weight.dtype).split('.')[-1]}, scaled_mm={self.scaled_mm}"

@@ -33,6 +33,7 @@ from .prompts import ScheduledPrompt, WindowTexts, window_prompts
 from .guidance import Guidance
 from .schedule import Schedule, add_noise, make_schedule
 from .solvers import SOLVERS, make_solver
+from . import step_cache
 from .source import Source
 
 
@@ -65,6 +66,8 @@ class Settings:
     colour_reference: str = COLOUR_REFERENCES[1]
     colour_method: str = COLOUR_METHODS[0]
     official_exact: bool = False
+    step_cache: str = "off"
+    cache_threshold: float = 0.0
 
 
 @dataclass
@@ -99,6 +102,7 @@ class Job:
     face: torch.Tensor | None = None
     speaker_layout: torch.Tensor | None = None
     prompts: list[ScheduledPrompt] | None = None
+    stats: dict = field(default_factory=dict)  # filled while sampling (step cache counts)
 
 
 @dataclass
@@ -128,6 +132,8 @@ def validate(job: Job) -> None:
         raise ValueError("denoise < 1 re-noises the source VIDEO's latents; with a single image use denoise = 1.")
     if len(job.audio.speakers) == 2 and job.speaker_layout is None:
         raise ValueError("two speakers need a speaker layout (default left/right, bbox, or two masks).")
+    if s.step_cache not in step_cache.METHODS:
+        raise ValueError(f"step cache must be one of {', '.join(step_cache.METHODS)} (got {s.step_cache!r}).")
     if not 0.0 <= s.colour_strength <= 1.0:
         raise ValueError(f"colour strength must be in [0, 1] (got {s.colour_strength}).")
     if not 0.0 <= s.audio_scale <= 10.0:
@@ -200,7 +206,9 @@ def sample(model, codec, clip_encoder, job: Job, device: torch.device | str = "c
         source_latent = None
         if schedule.start > 0:
             source_latent = codec.encode(src.frames_at(range(window.start, window.end))).float().to(device)
-        z = _denoise(model, inputs, z_mot, source_latent, schedule, s, window.index, cb, device, total, done)
+        with step_cache.attached(model, s.step_cache, s.cache_threshold, schedule.t.numel() - 1, schedule.start,
+                                 th * tw, job.stats):
+            z = _denoise(model, inputs, z_mot, source_latent, schedule, s, window.index, cb, device, total, done)
         done += schedule.steps_run
         frames = codec.decode(z).float().cpu()
         frames = colour(frames, window, reference, device)
@@ -228,8 +236,11 @@ def _denoise(model, inputs: WindowInputs, z_mot: torch.Tensor, source_latent: to
     guidance = Guidance(s.cfg, s.audio_cfg, s.apg, s.apg_momentum, s.apg_norm_threshold)
     solver_gen = torch.Generator().manual_seed(window_seed(s.seed, index) + 1)
     solver = make_solver(s.solver, schedule.t, solver_gen)
+    cache = getattr(model, "step_cache", None)
     for i in range(schedule.start, schedule.t.numel() - 1):
         cb.interrupt()
+        if cache is not None:
+            cache.begin_step(i)
         z[:, :n_lat] = z_mot
         v = guidance(predict(model, z, t[i:i + 1], inputs, guidance.branches, s.batch_branches))
         z = solver.step(z, v, i)
