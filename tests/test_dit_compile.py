@@ -17,7 +17,7 @@ def test_compiled_blocks_match_eager():
 
 def test_compiled_blocks_with_block_swap_match_eager():
     """The swap's hooks stay outside the compiled forward: the swapped weights are graph inputs."""
-    model, inputs = tiny_model(), case_inputs("case1")
+    model, inputs = tiny_model(), case_inputs(case_for("two"))
     with torch.no_grad():
         ref = model(**inputs)
         swap = block_swap.install(model, len(model.blocks) - 1, "cpu")
