@@ -35,9 +35,11 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests"))
+from codec_standins import TinyClip  # noqa: E402
 from dit_forward import SMOKE, build_model, sync  # noqa: E402
 from pipeline.audio.embeds import AudioEmbeds  # noqa: E402
-from pipeline.codec import TinyClip, denormalize_latent, normalize_latent  # noqa: E402
+from pipeline.codec import denormalize_latent, normalize_latent  # noqa: E402
 from pipeline.dit import WAN_I2V_14B  # noqa: E402
 from pipeline.sampler import step_cache  # noqa: E402
 from pipeline.sampler.loop import Job, Settings, sample  # noqa: E402

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 from pipeline.mask import sam2_keys  # noqa: E402
 from pipeline.mask.composite import composite  # noqa: E402
 from pipeline.mask.face_mask import face_masks  # noqa: E402
-from pipeline.mask.sam2_model import random_sam2  # noqa: E402
+from pipeline.mask.sam2_model import Sam2Model, _transformers, build_config  # noqa: E402
 from pipeline.mask.sam2_video import segment_face  # noqa: E402
 
 SIZES = ("tiny", "small", "base_plus", "large")
@@ -39,6 +39,16 @@ def _video(frames: int, height: int, width: int) -> torch.Tensor:
     blob = torch.exp(-(((xs - width / 2 - 3 * t) / 70) ** 2 + ((ys - height / 2.5) / 90) ** 2))
     base = torch.stack([0.2 + 0.6 * blob, 0.2 + 0.5 * blob, 0.3 + 0.4 * blob], dim=-1)
     return base.clamp(0, 1)
+
+
+def random_sam2(name: str, dtype: torch.dtype, device: str) -> Sam2Model:
+    """The real SAM2.1 architecture ``name`` (tiny/small/base_plus/large) with random weights, built
+    directly on ``device`` (the cost does not depend on the weights)."""
+    tf = _transformers()
+    name, config = build_config(sam2_keys.size_layout(name))
+    with torch.device(device):
+        model = tf.Sam2VideoModel(config)
+    return Sam2Model(model.to(dtype=dtype).eval(), name, dtype)
 
 
 def _sync(device) -> None:

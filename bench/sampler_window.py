@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from pipeline.audio.embeds import AudioEmbeds  # noqa: E402
-from pipeline.codec import TinyClip, TinyCodec  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from codec_standins import TinyClip, TinyCodec  # noqa: E402
 from pipeline.dit import WAN_I2V_14B, DiTConfig, InfiniteTalkDiT  # noqa: E402
 from pipeline.sampler.loop import Job, Settings, sample  # noqa: E402
 from pipeline.sampler.source import Source  # noqa: E402

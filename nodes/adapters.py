@@ -1,4 +1,4 @@
-"""Adapt ComfyUI's VAE and CLIP_VISION objects to the sampler's protocols (``pipeline/codec.py``). Our own models
+"""Adapt ComfyUI's VAE and CLIP_VISION objects to what the sampler calls (``pipeline/codec.py``). Our own models
 (DiT, wav2vec2, SAM2) reach the compute device through ComfyUI's memory manager: ``managed_model``."""
 from __future__ import annotations
 

@@ -130,7 +130,8 @@ class InfiniteTalkAudioEmbeds:
         if wav2vec.patcher is not None:
             ensure_loaded(wav2vec.patcher)  # ComfyUI keeps it there until another model needs the room
         embeds, report = compute_audio_embeds(wav2vec.model, audios, mode=multi_mode, fps=fps,
-                                              start_s=start_time, end_s=end_time, soundtrack=sound)
+                                              start_s=start_time, end_s=end_time, soundtrack=sound,
+                                              interrupt=host.throw_if_interrupted)
         waveform, rate = embeds.output_sound()
         out_audio = {"waveform": waveform[None], "sample_rate": rate}
         return {"ui": {"text": [report.text()]}, "result": (embeds, out_audio, embeds.num_frames)}

@@ -1,7 +1,8 @@
 """InfiniteTalk Frame Count: how many frames and windows an audio clip needs, with the plan shown on the node."""
 from __future__ import annotations
 
-from ..pipeline.window_plan import WindowPlanError, frames_for_duration, plan_windows, validate_settings
+from ..pipeline.window_plan import (MAX_MOTION, MAX_WINDOW, WindowPlanError, frames_for_duration, plan_windows,
+                                    validate_settings)
 
 COVER = "cover audio"
 FIT = "fit inside audio"
@@ -61,9 +62,9 @@ class InfiniteTalkFrameCount:
                                        "tooltip": "Audio length in seconds; ignored when audio is connected."}),
                 "fps": ("FLOAT", {"default": 25.0, "min": 1.0, "max": 120.0, "step": 0.01,
                                   "tooltip": "Video frame rate (InfiniteTalk is trained at 25)."}),
-                "window": ("INT", {"default": 81, "min": 5, "max": 1001, "step": 4,
+                "window": ("INT", {"default": 81, "min": 5, "max": MAX_WINDOW, "step": 4,
                                    "tooltip": "Frames per window, 4n+1 (81 is the trained size)."}),
-                "motion_frames": ("INT", {"default": 9, "min": 1, "max": 997, "step": 4,
+                "motion_frames": ("INT", {"default": 9, "min": 1, "max": MAX_MOTION, "step": 4,
                                           "tooltip": "Frames carried from one window to the next, 4k+1 "
                                                      "(official 9); each window adds window - motion frames."}),
                 "policy": ([COVER, FIT], {"default": COVER,

@@ -12,9 +12,9 @@ import torch
 from . import host
 from .managed_model import ManagedOutput, PackPatcher, ensure_loaded
 from ..pipeline.mask.colour import COLOUR_MODES
-from ..pipeline.mask.composite import composite, resize_masks
+from ..pipeline.mask.composite import composite, mask_size_note, resize_masks
 from ..pipeline.mask.crop import CROP_INFO_TYPE, crop_frames, paste_frames, plan_crop
-from ..pipeline.mask.face_box import boxes_from_mask, parse_box, parse_points, track_faces
+from ..pipeline.mask.face_box import boxes_from_mask, check_box_in_frame, parse_box, parse_points, track_faces
 from ..pipeline.mask.face_mask import CHUNK, face_masks
 from ..pipeline.mask.regions import REGIONS, ellipse_masks
 from ..pipeline.mask.sam2_model import Sam2Model, load_sam2
@@ -41,6 +41,14 @@ _BOX = ("STRING", {"default": "", "tooltip":
 _DETECT_EVERY = ("INT", {"default": 5, "min": 1, "max": 250, "tooltip":
                  "Automatic face detection runs on every N-th frame and is interpolated between them "
                  "(only when neither a mask nor a box is given)."})
+
+
+def _note_mask_size(unique_id, mask, frames, name: str = "mask") -> str | None:
+    """Say on the node when a MASK is not the frames' size (it is resized, maybe stretched)."""
+    note = None if mask is None else mask_size_note(mask, int(frames.shape[1]), int(frames.shape[2]), name)
+    if note:
+        host.show_text(unique_id, note)
+    return note
 
 
 def _box_or_none(box: str):
@@ -129,6 +137,8 @@ class InfiniteTalkFaceMask:
             images, sam=sam2, user_mask=mask, box=_box_or_none(box), points=parse_points(points),
             region=region, dilation=dilation, smoothing=smoothing, detect_every=detect_every,
             device=device, progress_factory=lambda total: host.Progress(total, unique_id).update)
+        note = None if mask is None else mask_size_note(mask, int(images.shape[1]), int(images.shape[2]))
+        report = report if note is None else f"{note}\n{report}"
         host.show_text(unique_id, report)
         return {"ui": {"text": [report]}, "result": (masks,)}
 
@@ -157,6 +167,7 @@ class InfiniteTalkFaceCrop:
                          "follows its extent. Without it the face is found from the box or automatically."}),
                 "box": _BOX,
             },
+            "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
     RETURN_TYPES = ("IMAGE", CROP_INFO_TYPE, "MASK")
@@ -166,12 +177,17 @@ class InfiniteTalkFaceCrop:
     DESCRIPTION = ("Crops a steady face region for generation at a small size; InfiniteTalk Face Paste puts the "
                    "result back into the full-resolution video.")
 
-    def run(self, images, width, height, padding, window, region, detect_every, mask=None, box=""):
+    def run(self, images, width, height, padding, window, region, detect_every, mask=None, box="", unique_id=None):
         count, h, w = images.shape[:3]
+        _note_mask_size(unique_id, mask, images)
         typed = _box_or_none(box)
         if mask is not None:
             boxes, paste_region = boxes_from_mask(mask, count, h, w), "box"
         elif typed is not None:
+            try:
+                check_box_in_frame(typed, h, w)
+            except ValueError as err:
+                raise ValueError(f"box: {err}") from None
             boxes, paste_region = torch.tensor(typed)[None].expand(count, 4).clone(), region
         else:
             boxes, paste_region = track_faces(images, detect_every=detect_every,
@@ -218,6 +234,7 @@ class InfiniteTalkFacePaste:
 
     def run(self, images, crop_info, source_images, feather, colour_match, erode, mask=None, unique_id=None):
         count = min(images.shape[0], source_images.shape[0])
+        _note_mask_size(unique_id, mask, source_images)
         progress = host.Progress(count, unique_id)
         out = paste_frames(images, source_images, crop_info, masks=mask, feather_radius=feather,
                            colour_match=colour_match, erode=erode, progress=progress.update)
@@ -249,6 +266,7 @@ class InfiniteTalkComposite:
 
     def run(self, images, source_images, mask, feather, colour_match, erode, unique_id=None):
         count = min(images.shape[0], source_images.shape[0])
+        _note_mask_size(unique_id, mask, source_images)
         progress = host.Progress(count, unique_id)
         return (composite(images, source_images, mask, feather, colour_match, erode, progress=progress.update),)
 

@@ -6,19 +6,19 @@ import torch
 
 from ..pipeline.color import COLOUR_METHODS
 from ..pipeline.resolution import BUCKETS, target_size
-from ..pipeline.sampler.loop import Callbacks, Job, Settings, make_plan, validate
+from ..pipeline.sampler.loop import Callbacks, Job, Settings, prepare
 from ..pipeline.sampler.budget import estimate
 from ..pipeline.sampler.branches import NULL_AUDIO
 from ..pipeline.sampler.faithful import COLOUR_REFERENCES, describe
 from ..pipeline.sampler.guidance import branch_names
 from ..pipeline.sampler.prompts import ScheduledPrompt, window_prompts
-from ..pipeline.sampler.schedule import make_schedule
 from ..pipeline.sampler import step_cache
 from ..pipeline.sampler.step_cache import summary as cache_summary
 from ..pipeline.sampler.solvers import SOLVERS
 from ..pipeline.video.writer import DEFAULT_CRF
-from ..pipeline.window_plan import SOURCE_END
+from ..pipeline.mask.composite import mask_size_note
 from ..pipeline.speaker_masks import default_layout
+from ..pipeline.window_plan import MAX_MOTION, MAX_WINDOW, SOURCE_END
 from . import host
 from .adapters import ComfyClipVision, ComfyVAE
 from .prompt_schedule import START_KEY, UNIT_KEY
@@ -149,8 +149,8 @@ class InfiniteTalkSampler:
                                              "tooltip": "Official aspect-ratio buckets (cover-resize + centre crop), or custom width/height."}),
                 "width": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 16, "tooltip": "Custom width (multiple of 16); only with 'custom width/height'."}),
                 "height": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 16, "tooltip": "Custom height (multiple of 16); only with 'custom width/height'."}),
-                "window": ("INT", {"default": 81, "min": 5, "max": 161, "step": 4, "tooltip": "Frames per window (4n+1; 81 trained)."}),
-                "motion_frames": ("INT", {"default": 9, "min": 1, "max": 33, "step": 4,
+                "window": ("INT", {"default": 81, "min": 5, "max": MAX_WINDOW, "step": 4, "tooltip": "Frames per window (4n+1; 81 trained)."}),
+                "motion_frames": ("INT", {"default": 9, "min": 1, "max": MAX_MOTION, "step": 4,
                                           "tooltip": "Frames of the previous window carried as motion latents (4k+1; 9 official)."}),
             },
             "optional": {
@@ -220,7 +220,9 @@ class InfiniteTalkSampler:
         src_h, src_w = source_size(frames, video)
         custom = resolution == RESOLUTIONS[-1]
         if custom and not (width and height):
-            raise ValueError("resolution 'custom width/height' needs width and height (multiples of 16).")
+            raise ValueError(f"resolution 'custom width/height' needs width and height as positive multiples of 16 "
+                             f"(got {width}x{height}), e.g. 832x480; or choose a bucket resolution "
+                             f"({', '.join(RESOLUTIONS[:-1])}) to size the output from the source.")
         th, tw = target_size(src_h, src_w, resolution.split("p")[0] if not custom else "480",
                              width if custom else 0, height if custom else 0)
         fps = float(getattr(audio_embeds, "fps", 0) or 0)
@@ -242,15 +244,18 @@ class InfiniteTalkSampler:
                   source=make_source(frames, video, source_fps, fps, th, tw, source_end), settings=settings,
                   face=None if face_image is None else face_image[0, ..., :3],
                   speaker_layout=_layout(mask_1, mask_2, src_h, src_w) if two else None, prompts=prompts)
-        validate(job)
-        plan = make_plan(job)
-        schedule = make_schedule(steps, shift, denoise)
+        prepared = prepare(job)  # validated and planned once; the loop runs exactly this plan
+        plan, schedule = prepared.plan, prepared.schedule
         mode = "I2V (image)" if job.source.is_image else (f"V2V ({job.source.num_frames} frames @ {source_fps:g} fps"
                                                           f"{', streamed' if video is not None else ''})")
-        info = "\n".join(_warnings(settings, model) + [
+        denoise_warning = schedule.denoise_warning(denoise)
+        notes = [n for n in (mask_size_note(m, src_h, src_w, name) for name, m in (("mask_1", mask_1), ("mask_2", mask_2))
+                             if m is not None and two) if n]
+        info = "\n".join(_warnings(settings, model) + ([denoise_warning] if denoise_warning else []) + notes + [
             f"{mode}; {'bucket' if not custom else 'custom'} {tw}x{th} (from {src_w}x{src_h}); "
             f"{len(plan.windows)} windows x {schedule.steps_run} of {steps} steps (denoise {denoise:g}, starting at "
-            f"t={float(schedule.t[schedule.start]):.1f}), {solver}, {len(branch_names(cfg))} model calls per step",
+            f"t={float(schedule.t[schedule.start]):.1f} = noise level {schedule.start_noise:.3f}), {solver}, "
+            f"{len(branch_names(cfg))} model calls per step",
             describe(settings, len(audio_embeds.speakers), job.source.is_image)]
             + ([_schedule_line(prompts, plan)] if prompts else []) + [plan.summary()])
         keep = wants_frames(prompt, unique_id)
@@ -272,7 +277,7 @@ class InfiniteTalkSampler:
         try:
             with torch.inference_mode():
                 rendered, video_out = stream_render(
-                    dit, ComfyVAE(vae), ComfyClipVision(clip_vision), job, crf=crf, resume=resume, keep_frames=keep,
+                    dit, ComfyVAE(vae), ComfyClipVision(clip_vision), job, prepared, crf=crf, resume=resume, keep_frames=keep,
                     key_parts={"model": dit, "model_report": getattr(model, "report", None),
                                "vae": getattr(vae, "first_stage_model", repr(vae)),
                                "clip_vision": getattr(clip_vision, "model", repr(clip_vision))},

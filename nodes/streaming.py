@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from ..pipeline.sampler.loop import Job, make_plan
+from ..pipeline.sampler.loop import Job, Prepared
 from ..pipeline.sampler.resume import Checkpoints, render_key
 from ..pipeline.sampler.source import Source
 from ..pipeline.video.reader import VideoFile, VideoSource
@@ -53,11 +53,11 @@ def wants_frames(prompt, unique_id) -> bool:
     return False
 
 
-def continue_from(continue_video, job: Job):
+def continue_from(continue_video, job: Job, prepared: Prepared):
     """(start window, state) to continue the render of ``continue_video`` (see ``render.continue_state``)."""
     if continue_video is None:
         return 0, None
-    plan = make_plan(job)
+    plan = prepared.plan
     kind, value = host.video_source(continue_video, "continue_video")
     if kind == "frames":
         frames = value[0][..., :3]
@@ -76,10 +76,10 @@ def _eta(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def stream_render(dit, codec, clip_encoder, job: Job, *, key_parts: dict, crf: int, resume: bool, keep_frames: bool,
-                  continue_video, device, callbacks, node_id, info: str):
-    """Render to an mp4 in the host's video folder; returns (Rendered, VIDEO)."""
-    start, state = continue_from(continue_video, job)
+def stream_render(dit, codec, clip_encoder, job: Job, prepared: Prepared, *, key_parts: dict, crf: int, resume: bool,
+                  keep_frames: bool, continue_video, device, callbacks, node_id, info: str):
+    """Render the prepared job to an mp4 in the host's video folder; returns (Rendered, VIDEO)."""
+    start, state = continue_from(continue_video, job, prepared)
     key = render_key(job=job, crf=crf, start=start, continued=state, **key_parts)
     videos, checkpoints = host.render_folders()
     path = os.path.join(videos, f"infinitetalk_{key[:16]}.mp4")
@@ -93,5 +93,5 @@ def stream_render(dit, codec, clip_encoder, job: Job, *, key_parts: dict, crf: i
 
     rendered = render(dit, codec, clip_encoder, job, path, Checkpoints(checkpoints, key), crf=crf, resume=resume,
                       keep_frames=keep_frames, device=device, callbacks=callbacks, start=start, state=state,
-                      on_window=on_window)
+                      prepared=prepared, on_window=on_window)
     return rendered, host.video_from_file(path)

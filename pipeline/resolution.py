@@ -41,8 +41,8 @@ def target_size(src_h: int, src_w: int, bucket: str = "480", width: int = 0, hei
     """(h, w) of the output: the bucket, or an explicit ``width`` x ``height`` (both multiples of 16)."""
     if width or height:
         if width <= 0 or height <= 0 or width % 16 or height % 16:
-            raise ValueError(f"width and height must both be positive multiples of 16 (got {width}x{height}); "
-                             f"set both to 0 to use the '{bucket}' bucket.")
+            raise ValueError(f"width and height must both be positive multiples of 16 (got {width}x{height}), "
+                             f"e.g. 832x480; or size the output from the source with a bucket resolution.")
         return int(height), int(width)
     return bucket_size(src_h, src_w, bucket)
 

@@ -41,8 +41,16 @@ _PAD_MARGIN = 3
 _TIME_EPS = 1e-6
 
 
+# Largest window / motion the nodes offer and the planner accepts (twice the trained 81 frames; one
+# 161-frame window at 480p already needs ~2x the attention memory of the trained size).
+MAX_WINDOW = 161
+MAX_MOTION = 33
+
+
 class WindowPlanError(ValueError):
     """An invalid window/motion/fps/length setting (the message names the parameter and the fix)."""
+
+    __module__ = "infinitetalk"  # ComfyUI shows "infinitetalk.WindowPlanError", not the install path
 
 
 @dataclass(frozen=True)
@@ -174,12 +182,17 @@ def validate_settings(window: int, motion: int, fps: float) -> None:
     if not _is_count(window, 5) or (window - 1) % 4:
         raise WindowPlanError(f"window={window!r}: the window must be 4n+1 frames (5, 9, ..., 81, ...): "
                               f"the VAE packs 4 frames per latent after the first. 81 is the trained size.")
+    if window > MAX_WINDOW:
+        raise WindowPlanError(f"window={window}: at most {MAX_WINDOW} frames per window (81 is the trained size); "
+                              f"longer audio is covered by more windows, not longer ones.")
     if not _is_count(motion) or (motion - 1) % 4:
         raise WindowPlanError(f"motion frames={motion!r}: must be 4k+1 (1, 5, 9, ...) so they encode to "
                               f"whole latents. 9 is the official value.")
     if motion >= window:
         raise WindowPlanError(f"motion frames={motion} must be smaller than window={window}: "
                               f"each window must add new frames.")
+    if motion > MAX_MOTION:
+        raise WindowPlanError(f"motion frames={motion}: at most {MAX_MOTION} (9 is the official value).")
     _check_fps(fps)
 
 

@@ -102,29 +102,39 @@ def test_multi_speaker_embeds(model, mode):
         golden.assert_close(torch.from_numpy(tracks[i]), ref(f"multi_{mode}.speech{i + 1}"), REL, f"track {i + 1}")
     # The video's sound: the inputs as given (no loudness gain), laid out like the tracks.
     a, b = waves
-    raw = torch.cat([a, b]) if mode == "add" else a + torch.nn.functional.pad(b, (0, a.numel() - b.numel()))
-    assert len(a) >= len(b) and torch.allclose(embeds.waveform[0], raw, atol=1e-7)
+    size = max(a.numel(), b.numel())  # 'para': the shorter input (either one) is padded with silence
+    pad = torch.nn.functional.pad
+    raw = torch.cat([a, b]) if mode == "add" else pad(a, (0, size - a.numel())) + pad(b, (0, size - b.numel()))
+    assert torch.allclose(embeds.waveform[0], raw, atol=1e-7)
 
 
-def test_para_pads_unequal_lengths(model):
+@pytest.mark.parametrize("order", ["longer_first", "longer_last"])
+def test_para_pads_unequal_lengths(model, order):
+    """Deliberate difference (official 'para' requires equal lengths): whichever speaker is shorter is
+    padded with trailing silence to the longer one's length; both embeddings and the duration follow the
+    longer track. Holds for any two lengths, in either order."""
     a, b = ref("multi.wave_a"), ref("multi.wave_b")
-    embeds, _ = compute_audio_embeds(model, [(a, 16000), (b, 16000)], mode="para", fps=25)
-    assert embeds.duration_s == pytest.approx(a.numel() / 16000)
-    s2 = loudness_normalize(b.numpy())[0]
-    padded = np.pad(s2, (0, a.numel() - b.numel()))
-    expected = model(torch.from_numpy(normalize_input(padded))[None], 25)[0]
-    golden.assert_close(embeds.speakers[1], expected, 1e-5, "padded speaker 2")
+    assert a.numel() != b.numel(), "the golden 'add' inputs have unequal lengths"
+    waves = sorted([a, b], key=lambda w: -w.numel()) if order == "longer_first" else sorted([a, b], key=lambda w: w.numel())
+    embeds, _ = compute_audio_embeds(model, [(w, 16000) for w in waves], mode="para", fps=25)
+    size = max(a.numel(), b.numel())
+    assert embeds.duration_s == pytest.approx(size / 16000)
+    for i, wave in enumerate(waves):
+        track = np.pad(loudness_normalize(wave.numpy())[0], (0, size - wave.numel()))
+        expected = model(torch.from_numpy(normalize_input(track))[None], int(size / 16000 * 25))[0]
+        golden.assert_close(embeds.speakers[i], expected, 1e-5, f"speaker {i + 1} ({order})")
 
 
 def test_add_with_clip_shorter_than_loudness_block(model):
     """Official code raises here (pyloudnorm's 0.4 s block); we measure the short clip repeated."""
     spec = golden.case("c_wav2vec_features")["multi"]["add_short"]
     assert "block size" in spec["error"]
-    short = ref("multi.wave_short").numpy()
-    embeds, report = compute_audio_embeds(model, [(ref("multi.wave_a"), 16000), (short, 16000)], mode="add")
-    assert embeds.speakers[0].shape[0] == int((16000 + short.size) / 16000 * 25)
+    short, first = ref("multi.wave_short").numpy(), ref("multi.wave_a")
+    assert short.size < 0.4 * 16000 <= first.numel()
+    embeds, report = compute_audio_embeds(model, [(first, 16000), (short, 16000)], mode="add")
+    assert embeds.speakers[0].shape[0] == int((first.numel() + short.size) / 16000 * 25)
     gained = loudness_normalize(short)[0]
     # Heard on repeat, the normalised short clip sits at the target loudness.
     assert integrated_loudness(np.tile(gained, 10)) == pytest.approx(-23.0, abs=0.5)
-    tracks, _, _, _ = speech_tracks([(ref("multi.wave_a"), 16000), (short, 16000)], "add")
-    golden.assert_close(torch.from_numpy(tracks[1][16000:]), torch.from_numpy(gained), REL, "short clip gain")
+    tracks, _, _, _ = speech_tracks([(first, 16000), (short, 16000)], "add")
+    golden.assert_close(torch.from_numpy(tracks[1][first.numel():]), torch.from_numpy(gained), REL, "short clip gain")

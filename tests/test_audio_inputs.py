@@ -136,3 +136,13 @@ def test_audio_embeds_contract_checks():
         AudioEmbeds(speakers=[rows] * 3, **common)
     with pytest.raises(ValueError, match="same number of frames"):
         AudioEmbeds(speakers=[rows, rows[:9]], **common)
+
+
+def test_report_never_says_silence_was_normalised(model):
+    """A silent input is left unchanged: the report must not also claim '-> -23 LUFS' for it."""
+    _, silent = embed(model, (torch.zeros(1, 1, 16000), 16000))
+    assert "-23" not in silent.text() and "silent, left unchanged" in silent.text()
+    _, both = embed(model, (wf.speech_like(1.0), 16000), (torch.zeros(1, 1, 16000), 16000), mode="para")
+    text = both.text()
+    assert "speaker 1" in text and "-> -23 LUFS" in text.split("speaker 2")[0]
+    assert "-23" not in text.split("speaker 2")[1] and "silent, left unchanged" in text.split("speaker 2")[1]

@@ -39,7 +39,7 @@ def run(model):
 def test_hf_folder(tmp_path, fmt):
     folder = wf.write_hf_folder(tmp_path / "chinese-wav2vec2-base", fmt=fmt, do_normalize=True)
     model = load_wav2vec2(str(folder))
-    assert model.normalize_input is True and model.config.num_attention_heads == 2
+    assert model.normalize_input is True and model.config.num_attention_heads == wf.golden_config()["num_attention_heads"]
     assert_params(model)
     golden.assert_close(run(model), golden.tensors("wav2vec_features.safetensors")["audio_embedding"], 1e-4)
 
@@ -55,7 +55,7 @@ def test_hf_folder_normalisation_flag(tmp_path, do_normalize, expected):
 def test_file_inside_hf_folder_means_the_folder(tmp_path, name):
     folder = wf.write_hf_folder(tmp_path / "w2v", fmt="bin", do_normalize=True)
     model = load_wav2vec2(str(folder / name))
-    assert model.normalize_input is True and model.config.num_attention_heads == 2
+    assert model.normalize_input is True and model.config.num_attention_heads == wf.golden_config()["num_attention_heads"]
 
 
 @pytest.mark.parametrize("prefix, pos_names", [(True, "legacy"), (False, "parametrizations"), (True, "parametrizations"),
@@ -123,17 +123,18 @@ def test_precision_and_device(tmp_path):
 
 def test_missing_tensor_names_the_file(tmp_path):
     sd = wf.golden_state_dict()
-    del sd["wav2vec2.encoder.layers.1.attention.q_proj.weight"]
+    last = wf.golden_config()["num_hidden_layers"] - 1
+    del sd[f"wav2vec2.encoder.layers.{last}.attention.q_proj.weight"]
     path = tmp_path / "broken.safetensors"
     save_file(sd, str(path))
-    with pytest.raises(CheckpointError, match=r"broken\.safetensors.*missing.*layers\.1\.attention\.q_proj\.weight"):
+    with pytest.raises(CheckpointError, match=rf"broken\.safetensors.*missing.*layers\.{last}\.attention\.q_proj\.weight"):
         load_wav2vec2(str(path), config=golden_config())
 
 
 def test_shape_mismatch_names_tensor(tmp_path):
     folder = wf.write_hf_folder(tmp_path / "w2v", fmt="safetensors")
     config = json.loads((folder / "config.json").read_text())
-    config["intermediate_size"] = 128
+    config["intermediate_size"] += 16
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=r"model\.safetensors.*intermediate_dense\.weight"):
         load_wav2vec2(str(folder))

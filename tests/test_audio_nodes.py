@@ -67,3 +67,32 @@ def test_embeds_node_without_audio_track():
     handle = Wav2VecHandle(wf.random_model(), torch.device("cpu"), torch.device("cpu"), "tiny")
     with pytest.raises(ValueError, match="audio: no audio arrived"):
         InfiniteTalkAudioEmbeds().embed(handle, None, 25.0, 0.0, 0.0)
+
+
+def test_embeds_node_honours_cancel_inside_the_encoder(tmp_path, monkeypatch):
+    """Cancel is checked throughout the wav2vec2 CNN and every transformer layer, not only before the work."""
+    from infinitetalk_lipsync.nodes import audio as audio_node
+
+    folder = wf.write_hf_folder(tmp_path / "w2v", fmt="safetensors", do_normalize=True)
+    (handle,) = InfiniteTalkAudioEncoderLoader().load(str(folder) + "/", "cpu", "fp32", "auto")
+    calls = []
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel_later(limit):
+        def check():
+            calls.append(1)
+            if len(calls) >= limit:
+                raise Cancelled
+        return check
+
+    monkeypatch.setattr(audio_node.host, "throw_if_interrupted", cancel_later(10 ** 9))
+    InfiniteTalkAudioEmbeds().embed(handle, speech_audio(1.0, 16000, 1), 25.0, 0.0, 0.0)
+    per_run = len(calls)
+    layers = handle.model.config.num_hidden_layers
+    assert per_run >= layers + len(handle.model.feature_extractor.conv_layers)
+    calls.clear()
+    monkeypatch.setattr(audio_node.host, "throw_if_interrupted", cancel_later(per_run - layers // 2))
+    with pytest.raises(Cancelled):  # a cancel arriving during the transformer stops it there
+        InfiniteTalkAudioEmbeds().embed(handle, speech_audio(1.0, 16000, 1), 25.0, 0.0, 0.0)

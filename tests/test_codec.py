@@ -1,7 +1,7 @@
 """The tiny deterministic codec and CLIP stand-in follow the VAE/CLIP protocols' shapes and causality."""
 import torch
 
-from infinitetalk_lipsync.pipeline.codec import TinyClip, TinyCodec
+from codec_standins import TinyClip, TinyCodec
 
 
 def test_shapes_and_causality():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import golden
-from dit_helpers import case_inputs, shared_tiny_model, tiny_model
+from dit_helpers import case_for, case_inputs, shared_tiny_model, tiny_model
 from infinitetalk_lipsync.pipeline.dit.attention import attention
 
 # The package re-exports the function under the module's name: fetch the module itself.
@@ -63,9 +63,9 @@ def test_model_keeps_backend_choice_and_says_when_it_cannot(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no further warning per forward
         with torch.no_grad():
-            out = model(**case_inputs("case0"))
+            out = model(**case_inputs(case_for("one")))
     with torch.no_grad():
-        ref = shared_tiny_model()(**case_inputs("case0"))
+        ref = shared_tiny_model()(**case_inputs(case_for("one")))
     assert torch.equal(out, ref)
 
 

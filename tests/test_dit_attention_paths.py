@@ -8,7 +8,7 @@ import types
 import torch
 import torch.nn.functional as F
 
-from dit_helpers import case_inputs, shared_tiny_model, tiny_model
+from dit_helpers import case_for, case_inputs, shared_tiny_model, tiny_model
 
 attention_module = importlib.import_module("infinitetalk_lipsync.pipeline.dit.attention")
 kernels = importlib.import_module("infinitetalk_lipsync.pipeline.dit.attention_kernels")
@@ -85,9 +85,9 @@ def test_auto_model_on_cpu_matches_sdpa_without_warnings():
         model = tiny_model(attention="auto")
         assert model.attention_backend == "sdpa"
         with torch.no_grad():
-            out = model(**case_inputs("case0"))
+            out = model(**case_inputs(case_for("one")))
     with torch.no_grad():
-        assert torch.equal(out, shared_tiny_model()(**case_inputs("case0")))
+        assert torch.equal(out, shared_tiny_model()(**case_inputs(case_for("one"))))
 
 
 def test_8bit_paths_keep_cross_attention_exact(monkeypatch):
@@ -100,7 +100,7 @@ def test_8bit_paths_keep_cross_attention_exact(monkeypatch):
     monkeypatch.setattr(attention_module, "_IMPLS", {"fa3_fp8": fake, "flash_attn": attention_module.sdpa})
     model = tiny_model(attention="fa3_fp8")
     assert (model.attention_backend, model.cross_attention_backend) == ("fa3_fp8", "flash_attn")
-    inputs = case_inputs("case0")
+    inputs = case_inputs(case_for("one"))
     with torch.no_grad():
         model(**inputs)
     video_tokens = inputs["x"].shape[2] * (inputs["x"].shape[3] // 2) * (inputs["x"].shape[4] // 2)

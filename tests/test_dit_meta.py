@@ -75,7 +75,7 @@ def test_blocks_and_linears_are_swappable():
 def test_meta_model_loads_with_assign_and_runs():
     """The loader's path: build on meta, assign the checkpoint tensors, run (no host copy of init weights)."""
     import golden
-    from dit_helpers import case_inputs, tiny_config
+    from dit_helpers import case_for, case_inputs, tiny_config
 
     with torch.device("meta"):
         model = InfiniteTalkDiT(tiny_config())
@@ -83,8 +83,8 @@ def test_meta_model_loads_with_assign_and_runs():
     assert not any(t.is_meta for t in list(model.parameters()) + list(model.buffers()))
     assert model.compute_dtype == torch.float32
     with torch.no_grad():
-        out = model.eval()(**case_inputs("case0"))
-    golden.assert_close(out, golden.tensors("dit_tiny_cases.safetensors")["case0.out"], what="assign-loaded")
+        out = model.eval()(**case_inputs(case_for("one")))
+    golden.assert_close(out, golden.tensors("dit_tiny_cases.safetensors")[f"{case_for('one')}.out"], what="assign-loaded")
 
 
 def test_config_from_official_config_json():

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import golden
-from dit_helpers import shared_tiny_model
-from infinitetalk_lipsync.pipeline.codec import TinyClip, TinyCodec
+from dit_helpers import case_for, shared_tiny_model
+from codec_standins import TinyClip, TinyCodec
 from infinitetalk_lipsync.pipeline.color import COLOUR_METHODS, colour_target, match_and_blend_colors, rgb2lab
 from infinitetalk_lipsync.pipeline.sampler.branches import NULL_AUDIO, WindowInputs, predict
 from infinitetalk_lipsync.pipeline.sampler.faithful import COLOUR_REFERENCES, OFFICIAL, Choices, active_choices, describe
@@ -22,13 +22,14 @@ H = W = 16
 # -- two speakers: the no-audio branch ------------------------------------------------------------------------
 
 def _case2_inputs(null_audio):
-    """Golden DiT case2 is the official no-audio branch of a 2-speaker clip. Give the window 2-speaker audio."""
-    c = golden.tensors("dit_tiny_cases.safetensors")
-    frames = c["case2.audio"].shape[1]
-    audio = torch.randn(1, 2, frames, *c["case2.audio"].shape[2:], generator=torch.Generator().manual_seed(0))
-    inputs = WindowInputs(context=c["case2.context"][None], context_null=c["case2.context"][None],
-                          clip_fea=c["clip_fea"], y=c["case2.y"], audio=audio,
-                          speaker_masks=c["case2.ref_target_masks"], null_audio=null_audio)
+    """The golden DiT drop-audio case (one zero speaker) is the official no-audio branch of a 2-speaker clip. Give the window 2-speaker audio."""
+    g, name = golden.tensors("dit_tiny_cases.safetensors"), case_for("zero")
+    c = {k[len(name) + 1:]: v for k, v in g.items() if k.startswith(name + ".")}
+    frames = c["audio"].shape[1]
+    audio = torch.randn(1, 2, frames, *c["audio"].shape[2:], generator=torch.Generator().manual_seed(0))
+    inputs = WindowInputs(context=c["context"][None], context_null=c["context"][None],
+                          clip_fea=g["clip_fea"], y=c["y"], audio=audio,
+                          speaker_masks=c["ref_target_masks"], null_audio=null_audio)
     return c, inputs
 
 
@@ -37,8 +38,8 @@ def test_official_no_audio_branch_is_one_zero_speaker_golden(batched):
     c, inputs = _case2_inputs(NULL_AUDIO[0])
     model = shared_tiny_model()
     with torch.no_grad():
-        out = predict(model, c["case2.x"], c["case2.t"], inputs, ("cond", "drop_audio"), batched)
-    golden.assert_close(out["drop_audio"], c["case2.out"][0], what=f"drop_audio batched={batched}")
+        out = predict(model, c["x"], c["t"], inputs, ("cond", "drop_audio"), batched)
+    golden.assert_close(out["drop_audio"], c["out"][0], what=f"drop_audio batched={batched}")
     assert (out["cond"] - out["drop_audio"]).abs().max() > 1e-3
 
 
@@ -46,8 +47,8 @@ def test_our_no_audio_branch_silences_both_speakers_and_differs():
     c, inputs = _case2_inputs(NULL_AUDIO[1])
     assert inputs.zero_audio().shape == inputs.audio.shape and not inputs.zero_audio().any()
     with torch.no_grad():
-        out = predict(shared_tiny_model(), c["case2.x"], c["case2.t"], inputs, ("drop_audio",), False)
-    assert (out["drop_audio"] - c["case2.out"][0]).abs().max() > 1e-3  # the 2-speaker (L-RoPE) path
+        out = predict(shared_tiny_model(), c["x"], c["t"], inputs, ("drop_audio",), False)
+    assert (out["drop_audio"] - c["out"][0]).abs().max() > 1e-3  # the 2-speaker (L-RoPE) path
 
 
 def test_one_speaker_no_audio_branch_is_the_same_either_way():
@@ -62,12 +63,12 @@ def test_one_speaker_no_audio_branch_is_the_same_either_way():
 
 def test_audio_scale_weights_the_audio_cross_attention():
     model = shared_tiny_model()
-    c = golden.tensors("dit_tiny_cases.safetensors")
-    args = [c["case0.x"][None], c["case0.t"], c["case0.context"][None], c["clip_fea"], c["case0.y"]]
-    audio = c["case0.audio"][None]
+    c, one = golden.tensors("dit_tiny_cases.safetensors"), case_for("one")
+    args = [c[f"{one}.x"][None], c[f"{one}.t"], c[f"{one}.context"][None], c["clip_fea"], c[f"{one}.y"]]
+    audio = c[f"{one}.audio"][None]
     with torch.no_grad():
         default = model(*args, audio)
-        golden.assert_close(default, c["case0.out"], what="audio_scale 1 = the trained model")
+        golden.assert_close(default, c[f"{one}.out"], what="audio_scale 1 = the trained model")
         assert torch.equal(model(*args, audio, audio_scale=1.0), default)
         muted = [model(*args, a, audio_scale=0.0) for a in (audio, torch.randn_like(audio))]
         torch.testing.assert_close(muted[0], muted[1], atol=1e-6, rtol=0)  # no audio path left

@@ -55,3 +55,18 @@ def test_audio_input_replaces_duration_and_other_fps():
 def test_bad_input_names_the_parameter(kwargs, match):
     with pytest.raises(ValueError, match=match):
         run(**kwargs)
+
+
+def test_one_window_limit_for_frame_count_and_sampler():
+    from infinitetalk_lipsync.nodes.frame_count import InfiniteTalkFrameCount
+    from infinitetalk_lipsync.nodes.sampler import InfiniteTalkSampler
+    from infinitetalk_lipsync.pipeline.window_plan import MAX_MOTION, MAX_WINDOW, WindowPlanError, plan_windows
+
+    for node in (InfiniteTalkFrameCount, InfiniteTalkSampler):
+        inputs = {**node.INPUT_TYPES()["required"], **node.INPUT_TYPES().get("optional", {})}
+        assert inputs["window"][1]["max"] == MAX_WINDOW and inputs["motion_frames"][1]["max"] == MAX_MOTION, node
+    plan_windows([400], window=MAX_WINDOW, motion=MAX_MOTION)
+    with pytest.raises(WindowPlanError, match=f"at most {MAX_WINDOW}"):
+        plan_windows([400], window=MAX_WINDOW + 4)
+    with pytest.raises(WindowPlanError, match=f"at most {MAX_MOTION}"):
+        plan_windows([400], window=MAX_WINDOW, motion=MAX_MOTION + 4)

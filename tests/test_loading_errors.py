@@ -4,10 +4,14 @@ import pickle
 import pytest
 import torch
 
+import golden
 import loading_files as lf
 import loading_standin as standin
 from infinitetalk_lipsync.pipeline.loading import CheckpointError, load_dit
 from infinitetalk_lipsync.pipeline.loading.reader import open_checkpoint
+
+
+CFG = golden.case("a_dit_tiny")["config"]
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +27,7 @@ def good(tmp_path_factory, ref):
 
 
 def load(ref, base, audio, **kw):
-    return load_dit(base, audio, device="cpu", compute_dtype=torch.float32, num_heads=4,
+    return load_dit(base, audio, device="cpu", compute_dtype=torch.float32, num_heads=CFG["num_heads"],
                     model_builder=standin.builder(ref), **kw)
 
 
@@ -67,7 +71,7 @@ def test_t2v_and_wan22_shaped_files(tmp_path, ref, good):
     assert "Wan 2.2 I2V" in expect("wrong model family", ref, tmp_path / "wan2.2_i2v_high_noise_14B.safetensors",
                                    good / "infinitetalk.safetensors")
     ti2v = dict(base)
-    ti2v["patch_embedding.weight"] = torch.zeros(128, 48, 1, 2, 2)
+    ti2v["patch_embedding.weight"] = torch.zeros(CFG["dim"], 48, 1, 2, 2)
     lf.write_st(ti2v, tmp_path / "wan2.2_ti2v_5B.safetensors")
     assert "TI2V 5B" in expect("wrong model family", ref, tmp_path / "wan2.2_ti2v_5B.safetensors",
                                good / "infinitetalk.safetensors")
@@ -88,16 +92,19 @@ def test_lora_as_base(tmp_path, ref, good):
 
 def test_missing_and_misshapen_keys(tmp_path, ref, good):
     _, audio = lf.split(ref)
-    partial = {k: v for k, v in audio.items() if not k.startswith("blocks.1.audio_cross_attn.")}
+    last = f"blocks.{CFG['num_layers'] - 1}.audio_cross_attn"
+    partial = {k: v for k, v in audio.items() if not k.startswith(last + ".")}
     lf.write_st(partial, tmp_path / "it_partial.safetensors")
     msg = expect("model tensors are missing", ref, good / "base.safetensors", tmp_path / "it_partial.safetensors")
-    assert "blocks.1.audio_cross_attn" in msg and "InfiniteTalk" in msg
+    assert last in msg and "InfiniteTalk" in msg
     wrong = dict(audio)
-    wrong["audio_proj.proj2.weight"] = torch.zeros(8, 9)
+    r = CFG["intermediate_dim"]
+    wrong["audio_proj.proj2.weight"] = torch.zeros(r, r + 1)
     lf.write_st(wrong, tmp_path / "it_wrong.safetensors")
-    assert "audio_proj.proj2.weight (8, 9)" in expect("shapes do not match", ref, good / "base.safetensors",
+    assert f"audio_proj.proj2.weight ({r}, {r + 1})" in expect("shapes do not match", ref, good / "base.safetensors",
                                                        tmp_path / "it_wrong.safetensors")
-    other = {k: (v[:64] if k.startswith("blocks.") and v.dim() >= 1 and v.shape[0] == 256 else v)
+    # an adapter for a model of another width: its kv projections (2*dim rows) are narrower
+    other = {k: (v[:v.shape[0] // 4] if k.startswith("blocks.") and v.dim() >= 1 and v.shape[0] == 2 * CFG["dim"] else v)
              for k, v in audio.items()}
     lf.write_st(other, tmp_path / "it_other.safetensors")
     expect("does not fit this base model", ref, good / "base.safetensors", tmp_path / "it_other.safetensors")
@@ -129,5 +136,6 @@ def test_missing_file_and_bad_options(tmp_path, ref, good):
         load(ref, tmp_path / "nope.safetensors", good / "infinitetalk.safetensors")
     with pytest.raises(ValueError, match="fp8_mode"):
         load(ref, good / "base.safetensors", good / "infinitetalk.safetensors", fp8_mode="fast")
-    with pytest.raises(ValueError, match="blocks_to_swap must be between 0 and 2"):
-        load(ref, good / "base.safetensors", good / "infinitetalk.safetensors", blocks_to_swap=3)
+    layers = CFG["num_layers"]
+    with pytest.raises(ValueError, match=f"blocks_to_swap must be between 0 and {layers}"):
+        load(ref, good / "base.safetensors", good / "infinitetalk.safetensors", blocks_to_swap=layers + 1)

@@ -3,11 +3,17 @@ import gguf
 import pytest
 import torch
 
+import golden
 import loading_files as lf
 import loading_standin as standin
 from infinitetalk_lipsync.pipeline.loading import CheckpointError, load_dit
 
-NUM_HEADS = 4
+NUM_HEADS = golden.case("a_dit_tiny")["config"]["num_heads"]
+
+
+def base_linears(ref) -> int:
+    """Linear layers of the base model (one per 2-D weight): the ones a base-model LoRA covers."""
+    return sum(1 for k, v in lf.split(ref)[0].items() if k.endswith(".weight") and v.dim() == 2)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +75,7 @@ def test_merged_equals_on_the_fly(files, ref, dtype):
     loras = [(files / "fusionx.safetensors", 1.0)]
     merged, _ = load(ref, files, loras, compute_dtype=dtype)
     live, report = load(ref, files, loras, compute_dtype=dtype, lora_mode="on_the_fly")
-    assert report.linear_storage.get("float + on-the-fly LoRA") == 32  # block + non-block Linears of the base
+    assert report.linear_storage.get("float + on-the-fly LoRA") == base_linears(ref)
     a, b = outputs(merged), outputs(live)
     for k in a:
         assert torch.equal(a[k], b[k]), k
@@ -101,7 +107,7 @@ def test_other_spellings(files, ref, spelling):
             mod = next(m[: -len(".weight")] for m in ref if m.replace(".", "_") == mod + "_weight")
         comfy[f"diffusion_model.{mod}.lora_" + {"B.weight": "up.weight", "A.weight": "down.weight"}.get(rest, rest)] = v
     close(outputs(model), standin.probe_reference(merged_reference(ref, comfy, 0.5, lambda m: 8.0 / 4)))
-    assert report.loras[0]["applied"] == 32
+    assert report.loras[0]["applied"] == base_linears(ref)
 
 
 def test_two_loras_and_unmatched_keys_reported(files, ref):
@@ -155,3 +161,36 @@ def test_lora_for_another_model_errors(files, ref, tmp_path):
         load(ref, files, [(tmp_path / "sdxl_style.safetensors", 1.0)])
     with pytest.raises(CheckpointError, match="not a LoRA file"):
         load(ref, files, [(files / "infinitetalk.safetensors", 1.0)])
+
+
+def test_merge_path_never_builds_device_patch_stacks(files, ref, monkeypatch):
+    """Merged float weights bake the LoRA in: no per-Linear patch stack is built or moved to the device."""
+    from infinitetalk_lipsync.pipeline.loading import lora as lora_mod
+
+    built = []
+    real = lora_mod.PatchStack.__init__
+    monkeypatch.setattr(lora_mod.PatchStack, "__init__", lambda self, p: built.append(1) or real(self, p))
+    base, _ = lf.split(ref)
+    lf.lora_file(base, files / "merge_only.safetensors")
+    load(ref, files, [(files / "merge_only.safetensors", 1.0)])
+    assert built == []
+    load(ref, files, [(files / "merge_only.safetensors", 1.0)], lora_mode="on_the_fly")
+    assert len(built) == base_linears(ref)
+
+
+def test_modulation_diffs_are_reported_not_applied(files, ref):
+    """diff_m (Kijai's wrapper applies it; the official loader and ComfyUI core skip it): we follow the official."""
+    from safetensors.torch import load_file, save_file
+
+    base, _ = lf.split(ref)
+    lf.lora_file(base, files / "plain.safetensors")
+    sd = load_file(str(files / "plain.safetensors"))
+    mods = [k for k in base if k.endswith(".modulation")]
+    for k in mods:
+        sd[f"diffusion_model.{k[:-len('.modulation')]}.diff_m"] = torch.ones_like(base[k]).bfloat16()
+    save_file(sd, str(files / "with_diff_m.safetensors"))
+    model, report = load(ref, files, [(files / "with_diff_m.safetensors", 1.0)])
+    plain, _ = load(ref, files, [(files / "plain.safetensors", 1.0)])
+    a, b = outputs(model), outputs(plain)
+    assert all(torch.equal(a[k], b[k]) for k in b)
+    assert report.loras[0]["skipped"] == len(mods) and "diff_m" in report.text()

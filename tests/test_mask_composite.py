@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from infinitetalk_lipsync.pipeline.mask.colour import lab_to_rgb, rgb_to_lab
+from infinitetalk_lipsync.pipeline.color import lab2rgb, rgb2lab
 from infinitetalk_lipsync.pipeline.mask.composite import composite, resize_frames
 from infinitetalk_lipsync.pipeline.mask.crop import crop_frames, paste_frames, plan_crop
 from infinitetalk_lipsync.pipeline.mask.regions import dilate, ellipse_masks, feather, temporal_smooth_
@@ -49,7 +49,21 @@ def test_colour_shift_inside_mask_is_corrected():
 
 def test_lab_round_trip():
     rgb = torch.rand(1000, 3)
-    assert torch.allclose(lab_to_rgb(rgb_to_lab(rgb)), rgb, atol=1e-4)
+    assert torch.allclose(lab2rgb(rgb2lab(rgb)), rgb, atol=1e-4)
+
+
+def test_mask_colour_match_uses_the_one_lab_conversion(monkeypatch):
+    """One sRGB <-> Lab conversion in the pack (pipeline.color): the compositor asks it, has none of its own."""
+    from infinitetalk_lipsync.pipeline import color
+    from infinitetalk_lipsync.pipeline.mask import colour
+
+    assert not any(hasattr(colour, name) for name in ("rgb_to_lab", "lab_to_rgb", "_RGB2XYZ", "_D65"))
+    calls = []
+    real = color.rgb2lab
+    monkeypatch.setattr(color, "rgb2lab", lambda x: calls.append(1) or real(x))
+    source = _video(2)
+    composite((source + 0.05).clamp(0, 1), source, _mask(2, 160), feather_radius=4, colour_match="lab")
+    assert calls
 
 
 def test_feather_reaches_exactly_radius():

@@ -51,3 +51,38 @@ def test_composite_node():
 def test_sam2_loader_reports_missing_file():
     with pytest.raises(FileNotFoundError, match="does not exist"):
         InfiniteTalkSAM2Loader().load("no_such_sam2.safetensors", "auto")
+
+
+@pytest.mark.parametrize("box, match", [("300,10,400,80", "entirely outside the 256x256 frame"),
+                                        ("-90,-50,-10,-5", "entirely outside"),
+                                        ("nan,10,100,80", "finite numbers"), ("10,10,inf,80", "finite numbers")])
+def test_face_box_outside_the_frame_or_nan_is_refused(box, match):
+    """Such a box used to give an all-zero mask and a paste that changed nothing."""
+    video = _video(2)
+    with pytest.raises(ValueError, match=match):
+        InfiniteTalkFaceMask().run(video, "face", 4, 3, 5, box=box)
+    with pytest.raises(ValueError, match=f"box: (.|\\n)*{match}"):
+        InfiniteTalkFaceCrop().run(video, 128, 128, 0.6, 0, "face", 5, box=box)
+    InfiniteTalkFaceMask().run(video, "face", 4, 3, 5, box="200,200,300,300")  # partly inside: fine
+
+
+def test_mask_of_another_size_is_reported_on_the_node(monkeypatch):
+    from infinitetalk_lipsync.nodes import mask as mask_nodes
+
+    shown = []
+    monkeypatch.setattr(mask_nodes.host, "show_text", lambda node, text: shown.append(text))
+    video = _video(2)  # 256x256
+    small = torch.zeros(1, 128, 64)
+    small[:, 40:80, 20:44] = 1
+    InfiniteTalkComposite().run(video, video, small, 4, "none", 0)
+    assert shown and "mask is 64x128 but the frames are 256x256" in shown[-1] and "STRETCHED" in shown[-1]
+    shown.clear()
+    InfiniteTalkComposite().run(video, video, torch.zeros(1, 128, 128), 4, "none", 0)
+    assert shown and "resized" in shown[-1] and "STRETCHED" not in shown[-1]  # same aspect: only resized
+    shown.clear()
+    InfiniteTalkComposite().run(video, video, torch.zeros(1, 256, 256), 4, "none", 0)
+    assert not shown
+    out = InfiniteTalkFaceMask().run(video, "face", 4, 3, 5, mask=small)
+    assert "mask is 64x128" in out["ui"]["text"][0]
+    InfiniteTalkFaceCrop().run(video, 128, 128, 0.6, 0, "face", 5, mask=small)
+    assert "mask is 64x128" in shown[-1]

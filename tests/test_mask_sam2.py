@@ -8,6 +8,7 @@ pytest.importorskip("transformers.models.sam2_video")
 from safetensors.torch import save_file  # noqa: E402
 from transformers import Sam2HieraDetConfig, Sam2VideoConfig, Sam2VideoModel, Sam2VisionConfig  # noqa: E402
 
+from infinitetalk_lipsync.pipeline.loading import CheckpointError  # noqa: E402
 from infinitetalk_lipsync.pipeline.mask import sam2_keys, sam2_model, sam2_video  # noqa: E402
 from infinitetalk_lipsync.pipeline.mask.face_mask import face_masks  # noqa: E402
 from infinitetalk_lipsync.pipeline.mask.sam2_video import segment_face  # noqa: E402
@@ -73,11 +74,11 @@ def test_load_kijai_safetensors_and_meta_pt_give_the_same_model(tiny_files, tiny
 def test_bad_files_are_clear_errors(tmp_path, tiny_meta):
     other = tmp_path / "other.safetensors"
     save_file({"weight": torch.zeros(2)}, str(other))
-    with pytest.raises(sam2_model.NotSam2CheckpointError, match="not a SAM2 checkpoint"):
+    with pytest.raises(CheckpointError, match="not a SAM2 checkpoint"):
         sam2_model.load_sam2(str(other))
     broken = tmp_path / "broken.safetensors"
     save_file({k: v.contiguous() for k, v in tiny_meta.items() if "no_mem_embed" not in k}, str(broken))
-    with pytest.raises(sam2_model.NotSam2CheckpointError, match="missing"):
+    with pytest.raises(CheckpointError, match="missing"):
         sam2_model.load_sam2(str(broken))
     with pytest.raises(FileNotFoundError):
         sam2_model.load_sam2(str(tmp_path / "absent.pt"))
@@ -147,10 +148,12 @@ def test_face_masks_without_sam2_is_the_region_ellipse():
 
 @pytest.mark.parametrize("size", ["tiny", "small", "base_plus", "large"])
 def test_random_model_of_each_size_has_the_real_layout(size):
-    sam = sam2_model.random_sam2(size, device="meta")
+    _, config = sam2_model.build_config(sam2_keys.size_layout(size))
+    with torch.device("meta"):
+        model = Sam2VideoModel(config)
     real = {k: torch.empty(v, device="meta") for k, v in real_shapes()[size].items()}
     expected = {k: tuple(v.shape) for k, v in sam2_keys.to_transformers_keys(real).items()}
-    assert {k: tuple(v.shape) for k, v in sam.model.state_dict().items()} == expected
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == expected
 
 
 def test_video_logits_match_meta_sam2(tmp_path):

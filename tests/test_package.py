@@ -165,3 +165,36 @@ def test_host_falls_back_to_plain_torch(tmp_path):
     host.show_text(None, "plan")
     host.register_model_folders()
     assert set(host.PACK_FOLDERS) >= {"wav2vec2", "sam2"}
+
+
+def test_pipeline_ships_no_test_stand_ins():
+    """Tiny codec/CLIP stand-ins, random SAM2 builders and unused protocols live in tests/ or bench/."""
+    import ast
+
+    names = {"TinyCodec", "TinyClip", "random_sam2", "VideoCodec", "ImageEncoder"}
+    found = []
+    for path in (ROOT / "pipeline").rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        found += [f"{path.relative_to(ROOT)}:{n.name}" for n in ast.walk(tree)
+                  if isinstance(n, (ast.ClassDef, ast.FunctionDef)) and (n.name in names or
+                  any(getattr(b, "id", getattr(b, "attr", "")) == "Protocol" for b in getattr(n, "bases", [])))]
+    assert not found, found
+
+
+def test_pack_errors_show_a_short_stable_type_name():
+    """ComfyUI reports ``type.__module__ + '.' + __qualname__`` (execution.full_type_name); under
+    custom_nodes/<folder> that would be '<folder>.pipeline.loading.errors.CheckpointError'."""
+    import importlib
+
+    found = []
+    for path in (ROOT / "pipeline").rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef) and node.name.endswith(("Error", "Exception")):
+                rel = path.relative_to(ROOT).with_suffix("")
+                module = importlib.import_module(f"{pack.__name__}." + ".".join(rel.parts))
+                found.append(getattr(module, node.name))
+    assert len(found) >= 5
+    for cls in found:
+        assert issubclass(cls, Exception)
+        assert f"{cls.__module__}.{cls.__qualname__}" == f"infinitetalk.{cls.__name__}", cls

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from infinitetalk_lipsync.pipeline.codec import TinyClip, TinyCodec
+from codec_standins import TinyClip, TinyCodec
 from infinitetalk_lipsync.pipeline.sampler.guidance import Guidance
 from infinitetalk_lipsync.pipeline.sampler.loop import Callbacks, Job, Settings, make_plan, run, sample, window_seed
 from infinitetalk_lipsync.pipeline.sampler.schedule import timesteps

@@ -7,7 +7,8 @@ import torch
 from infinitetalk_lipsync.nodes import NODE_CLASS_MAPPINGS
 from infinitetalk_lipsync.nodes.adapters import ComfyVAE
 from infinitetalk_lipsync.nodes.sampler import InfiniteTalkSampler
-from infinitetalk_lipsync.pipeline.codec import TinyClip, TinyCodec, denormalize_latent
+from codec_standins import TinyClip, TinyCodec
+from infinitetalk_lipsync.pipeline.codec import denormalize_latent
 from sampler_fakes import FakeDiT, audio_embeds, video
 
 
@@ -155,3 +156,39 @@ def test_continue_video_renders_the_rest_of_the_audio():
     with pytest.raises(ValueError, match="end of a window"):
         node.sample(**_inputs(audio_embeds=audio_embeds([50]), continue_video=node.sample(
             **_inputs(audio_embeds=audio_embeds([30])))["result"][3]))
+
+
+def test_node_validates_and_plans_once(monkeypatch):
+    """One validation and one plan per run: the node reports exactly the plan the loop runs."""
+    from infinitetalk_lipsync.pipeline.sampler import loop
+
+    calls = {"validate": 0, "make_plan": 0, "make_schedule": 0}
+    for name in calls:
+        real = getattr(loop, name)
+        monkeypatch.setattr(loop, name, lambda *a, _real=real, _name=name, **k: calls.__setitem__(_name, calls[_name] + 1) or _real(*a, **k))
+    InfiniteTalkSampler().sample(**_inputs())
+    assert calls == {"validate": 1, "make_plan": 1, "make_schedule": 1}, calls
+
+
+@pytest.mark.parametrize("width,height", [(0, 0), (0, 16), (330, 192)])
+def test_custom_size_errors_never_suggest_zero(width, height):
+    """In custom mode 0x0 is itself an error: the message must give a valid size, not 'set both to 0'."""
+    with pytest.raises(ValueError, match="multiples of 16") as info:
+        InfiniteTalkSampler().sample(**_inputs(width=width, height=height))
+    assert "set both to 0" not in str(info.value) and "832x480" in str(info.value)
+
+
+def test_node_reports_start_noise_and_warns_when_denoise_is_ineffective():
+    out = InfiniteTalkSampler().sample(**_inputs(steps=1, denoise=0.5))
+    text = out["ui"]["text"][0]
+    assert "noise level 1.000" in text and "WARNING: denoise 0.5 has no effect with 1 step" in text
+    text = InfiniteTalkSampler().sample(**_inputs(steps=2, denoise=0.5))["ui"]["text"][0]
+    assert "WARNING: denoise 0.5 with 2 steps" in text and "almost no noise" in text
+
+
+def test_speaker_mask_of_another_size_is_reported():
+    m1, m2 = torch.zeros(1, 12, 10), torch.zeros(1, 12, 10)
+    m1[:, :, :5], m2[:, :, 5:] = 1, 1
+    out = InfiniteTalkSampler().sample(**_inputs(audio_embeds=audio_embeds([30, 30]), mask_1=m1, mask_2=m2))
+    text = out["ui"]["text"][0]
+    assert "mask_1 is 10x12 but the frames are 40x24" in text and "STRETCHED" in text

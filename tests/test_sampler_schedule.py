@@ -10,13 +10,16 @@ from infinitetalk_lipsync.pipeline.sampler.solvers import make_solver
 
 
 def _cases():
-    return [(int(m.group(1)), float(m.group(2)), k) for k in golden.case("e_schedule")["timesteps"]
-            if (m := re.fullmatch(r"steps(\d+)_shift([\d.]+)", k))]
+    keys = list(golden.case("e_schedule")["timesteps"])
+    cases = [(int(m.group(1)), float(m.group(2)), k) for k in keys
+             if (m := re.fullmatch(r"steps(\d+)_shift([\d.]+)", k))]
+    assert len(cases) == len(keys), f"unparsed schedule names: {keys}"
+    return cases
 
 
 def test_every_golden_schedule_is_bit_exact():
     cases = _cases()
-    assert len(cases) >= 6
+    assert cases
     g = golden.tensors("schedule.safetensors")
     for steps, shift, key in cases:
         t = timesteps(steps, shift)
@@ -61,3 +64,13 @@ def test_partial_denoise_start_step(steps, denoise, start):
 def test_bad_schedule_settings_are_clear_errors(bad):
     with pytest.raises(ValueError, match="steps|shift|denoise"):
         make_schedule(**bad)
+
+
+@pytest.mark.parametrize("steps,denoise,warns", [(1, 0.5, "no effect"), (2, 0.5, "almost no noise"),
+                                                 (8, 0.125, "almost no noise"), (4, 0.5, None), (40, 0.4, None),
+                                                 (40, 1.0, None)])
+def test_effective_start_noise_and_warning(steps, denoise, warns):
+    s = make_schedule(steps, 7.0, denoise)
+    assert s.start_noise == float(s.t[s.start]) / 1000
+    warning = s.denoise_warning(denoise)
+    assert (warning is None) if warns is None else (warns in warning and f"denoise {denoise:g}" in warning)

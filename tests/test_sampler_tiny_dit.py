@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import golden
-from infinitetalk_lipsync.pipeline.codec import TinyClip, TinyCodec
+from codec_standins import TinyClip, TinyCodec
 from infinitetalk_lipsync.pipeline.sampler.branches import NULL_AUDIO
 from infinitetalk_lipsync.pipeline.sampler.loop import Callbacks, Job, Settings, run
 from infinitetalk_lipsync.pipeline.sampler.schedule import timesteps

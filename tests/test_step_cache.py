@@ -163,7 +163,7 @@ def test_sampler_with_step_cache_reports_skips_and_matches_without_where_nothing
     import dataclasses
 
     import golden
-    from infinitetalk_lipsync.pipeline.codec import TinyClip, TinyCodec
+    from codec_standins import TinyClip, TinyCodec
     from infinitetalk_lipsync.pipeline.dit import DiTConfig, InfiniteTalkDiT
     from infinitetalk_lipsync.pipeline.sampler.loop import Job, Settings, run
     from infinitetalk_lipsync.pipeline.sampler.source import Source

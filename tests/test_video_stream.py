@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from infinitetalk_lipsync.pipeline.codec import TinyClip, TinyCodec
+from codec_standins import TinyClip, TinyCodec
 from infinitetalk_lipsync.pipeline.sampler.loop import Callbacks, Job, Settings, make_plan, run
 from infinitetalk_lipsync.pipeline.sampler.resume import Checkpoints, render_key
 from infinitetalk_lipsync.pipeline.sampler.source import Source

@@ -36,20 +36,24 @@ def test_official_plan_tables(entry):
     name, lens = entry["name"], entry["audio_lens"]
     ref = {k[len(name) + 1:]: v for k, v in tensors(FILE).items() if k.startswith(name + ".")}
     plan = _plan_for(entry)
-
-    # our trim keeps the longest speaker (official: the last speaker), see test_last_speaker_trim_fixed
-    extra = plan.num_frames - entry["output_len"]
-    assert extra == (0 if len(set(lens)) == 1 else max(lens) - lens[-1])
-
-    # per-clip table
-    assert len(plan.windows) == len(entry["clips"])
-    for w, clip in zip(plan.windows, entry["clips"]):
-        last = w.index == len(plan.windows) - 1
+    # Deliberate difference: the official loop runs until SPEAKER 1's end and trims to the LAST speaker's
+    # length; ours runs until the LONGEST speaker's end and keeps it (test_trim_rule_ours_and_official).
+    # Where speaker 1 is the longest both loops schedule the same windows; otherwise the official
+    # windows are a prefix of ours.
+    same_loop = lens[0] == max(lens)
+    clips = entry["clips"]
+    assert len(plan.windows) == len(clips) if same_loop else len(plan.windows) >= len(clips)
+    for w, clip in zip(plan.windows, clips):
         assert (w.index, w.start, w.end) == (clip["clip"], clip["audio_start_idx"], clip["audio_end_idx"])
         assert w.ref_frame == clip["ref_frame_index"]
         assert w.motion_frames == clip["cur_motion_frames_num"]
-        assert [w.keep_start, w.keep_stop - extra * last] == clip["appended_frames_in_output"]
-        assert w.kept - extra * last == clip["n_appended_in_output"]
+        # the official output keeps the same frames of each window, up to its own (shorter or equal) length
+        official_stop = max(w.keep_start, min(plan.window, entry["output_len"] - w.start))
+        assert [w.keep_start, official_stop] == clip["appended_frames_in_output"]
+        assert official_stop - w.keep_start == clip["n_appended_in_output"]
+        assert w.keep_stop == max(w.keep_start, min(plan.window, plan.num_frames - w.start))
+    if not same_loop:
+        return
     # reference frames requested: every scheduled window up to the one reaching the end
     # (clip mode requests the next one before stopping)
     requests = entry["reference_frame_requests"]
@@ -68,21 +72,40 @@ def test_official_plan_tables(entry):
     assert torch.equal(idx, ref["audio_idx"].long())
 
     # output provenance
-    official_len = entry["output_len"]
     tags = plan.output_tags()
-    n = min(official_len, plan.num_frames)
+    n = min(entry["output_len"], plan.num_frames)
     assert torch.equal(tags[:n], ref["output_tags"].long()[:n])
     audio_index = torch.tensor([plan.windows[k].start + f for k, f in tags.tolist()])
     assert torch.equal(audio_index[:n], ref["output_audio_index"].long()[:n])
     assert torch.equal(audio_index, torch.arange(plan.num_frames))
 
 
-def test_last_speaker_trim_fixed():
-    """Official: a shorter speaker 2 cuts the video to its length; ours keeps the longest."""
-    entry = next(e for e in case("f_window_plan") if _ok(e) and len(set(e["audio_lens"])) > 1)
+def _official_output_len(entry) -> int:
+    """The official trim: its windows' frames cut to max_frames, then (only if some speaker was
+    mirror-padded, and not in clip mode) to the LAST speaker's unpadded length, whichever speaker is longer."""
+    F, M, cap = entry["frame_num"], entry["motion_frame"], entry["max_frames_num"]
+    out = min(F + (len(entry["clips"]) - 1) * (F - M), cap)
+    return min(out, entry["audio_lens"][-1]) if cap > F and any(entry["miss_lengths"]) else out
+
+
+@pytest.mark.parametrize("entry", [e for e in _plans() if _ok(e)], ids=lambda e: e["name"])
+def test_trim_rule_ours_and_official(entry):
+    """Deliberate difference: the official output follows the last speaker's length; ours keeps the longest
+    speaker (capped by max_frames). The rule holds for any lengths, including the last speaker being the longer
+    (the official loop then stops at speaker 1's end and loses the last speaker's tail; ours does not)."""
     plan = _plan_for(entry)
-    assert entry["output_len"] == entry["audio_lens"][-1] < plan.num_frames == max(entry["audio_lens"])
-    assert plan.frames_trimmed == plan.frames_generated - max(entry["audio_lens"])
+    lens = entry["audio_lens"]
+    assert entry["output_len"] == _official_output_len(entry)
+    assert plan.num_frames == min(max(lens), entry["max_frames_num"], plan.frames_generated)
+    assert plan.frames_trimmed == plan.frames_generated - plan.num_frames
+    if lens[0] == lens[-1] == max(lens):
+        assert plan.num_frames == entry["output_len"]
+    elif lens[-1] == max(lens):  # official windows stop at speaker 1's end: the longer last speaker is cut short
+        assert entry["output_len"] <= plan.num_frames
+
+
+def test_manifest_has_unequal_speakers():
+    assert any(_ok(e) and len(set(e["audio_lens"])) > 1 for e in case("f_window_plan"))
 
 
 @pytest.mark.parametrize("entry", [e for e in _plans() if not _ok(e)], ids=lambda e: e["name"])
@@ -95,7 +118,7 @@ def test_short_audio_one_window(entry):
     assert plan.num_frames == length and plan.frames_generated == F and plan.frames_trimmed == F - length
     w = plan.windows[0]
     assert (w.start, w.end, w.keep_start, w.keep_stop, w.ref_frame) == (0, F, 0, length, 0)
-    assert plan.padded_lengths == (F + 3,)
+    assert plan.padded_lengths == (F + 3,)  # official margin: miss = end - len + 3
     src = padded_source_index(length, F + 3)[plan.audio_indices(0, 0)]
     # the tail mirrors (never clamps to a frozen last row) and never leaves the audio
     assert src.min() >= 0 and src.max() == length - 1

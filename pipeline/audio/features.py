@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 
 from .embeds import AudioEmbeds
-from .preprocess import (SAMPLE_RATE, as_channels, combine_speakers, loudness_normalize, normalize_input,
-                         to_mono_16k)
+from .preprocess import (SAMPLE_RATE, TARGET_LUFS, as_channels, combine_speakers, loudness_normalize,
+                         normalize_input, to_mono_16k)
 from .sound import crop_sound, speakers_sound
 from .wav2vec2 import Wav2Vec2Encoder
 
@@ -28,9 +29,27 @@ def frame_count(num_samples: int, fps: float) -> int:
     return int(num_samples / SAMPLE_RATE * fps)
 
 
+@contextmanager
+def _interruptible(model: Wav2Vec2Encoder, interrupt: Callable[[], None] | None):
+    """Call ``interrupt()`` before every CNN chunk and transformer layer (each well under a second even
+    for minutes of audio on a CPU), so a cancel request stops the encoder promptly."""
+    if interrupt is None:
+        yield
+        return
+    modules = [layer.conv for layer in model.feature_extractor.conv_layers] + list(model.encoder.layers)
+    handles = [m.register_forward_pre_hook(lambda *_: interrupt()) for m in modules]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 @torch.no_grad()
-def embed_track(model: Wav2Vec2Encoder, track: np.ndarray, fps: float, what: str = "audio") -> torch.Tensor:
-    """One 16 kHz track [N] (loudness-normalised) -> [int(N/16000*fps), num_layers, hidden] float32 CPU."""
+def embed_track(model: Wav2Vec2Encoder, track: np.ndarray, fps: float, what: str = "audio",
+                interrupt: Callable[[], None] | None = None) -> torch.Tensor:
+    """One 16 kHz track [N] (loudness-normalised) -> [int(N/16000*fps), num_layers, hidden] float32 CPU.
+    interrupt(): raises to stop (called throughout the encoder)."""
     seq_len = frame_count(track.shape[-1], fps)
     receptive = model.receptive_field
     if seq_len < 1 or track.shape[-1] < receptive:
@@ -40,7 +59,7 @@ def embed_track(model: Wav2Vec2Encoder, track: np.ndarray, fps: float, what: str
     values = normalize_input(track) if model.normalize_input else track.astype(np.float32)
     param = next(model.parameters())
     x = torch.from_numpy(values)[None].to(device=param.device, dtype=param.dtype)
-    with _full_fp32(param.device):
+    with _full_fp32(param.device), _interruptible(model, interrupt):
         return model(x, seq_len)[0].float().cpu()
 
 
@@ -68,9 +87,12 @@ class AudioReport:
     rows: int
 
     def text(self) -> str:
-        lufs = ", ".join("silent (not normalised)" if abs(v) > 100 else f"{v:.1f} LUFS" for v in self.loudness_lufs)
+        """Each input's loudness and what was done with it (silence is left as it is, never "-> -23")."""
+        who = (lambda i: f"speaker {i + 1} ") if len(self.loudness_lufs) > 1 else (lambda i: "")
+        parts = [f"{who(i)}silent, left unchanged (nothing to normalise)" if abs(v) > 100
+                 else f"{who(i)}{v:.1f} LUFS -> {TARGET_LUFS:g} LUFS" for i, v in enumerate(self.loudness_lufs)]
         return (f"{self.duration_s:.2f} s -> {self.num_frames} frames ({self.rows} embedding rows); "
-                f"input loudness {lufs} -> -23 LUFS")
+                f"loudness: {'; '.join(parts)}")
 
 
 def crop(track_len: int, start_s: float, end_s: float) -> slice:
@@ -86,7 +108,8 @@ def crop(track_len: int, start_s: float, end_s: float) -> slice:
 
 
 def speech_tracks(audios: list[tuple[object, int]], mode: str = "add", start_s: float = 0.0,
-                  end_s: float = 0.0) -> tuple[list[np.ndarray], list[float], slice, list[int]]:
+                  end_s: float = 0.0, interrupt: Callable[[], None] | None = None
+                  ) -> tuple[list[np.ndarray], list[float], slice, list[int]]:
     """What wav2vec2 hears: 1 or 2 (waveform, sample_rate) inputs -> (cropped 16 kHz speaker tracks
     (float64, equal length), measured loudness per input, the crop on the combined 16 kHz timeline,
     each input's 16 kHz length before combining).
@@ -94,10 +117,13 @@ def speech_tracks(audios: list[tuple[object, int]], mode: str = "add", start_s: 
     Each input is down-mixed, resampled and loudness-normalised on its own (as the official code
     does per file); two inputs are combined with ``mode`` ('add' sequential / 'para' simultaneous).
     The crop [start_s, end_s) then applies to the combined timeline, so loudness does not depend on it.
+    interrupt(): raises to stop; called before each input's preparation.
     """
     tracks, loudness = [], []
     for i, (waveform, rate) in enumerate(audios):
         what = f"speaker {i + 1} audio"
+        if interrupt is not None:
+            interrupt()
         track, lufs = loudness_normalize(to_mono_16k(waveform, rate, what), what=what)
         tracks.append(track)
         loudness.append(lufs)
@@ -110,19 +136,24 @@ def speech_tracks(audios: list[tuple[object, int]], mode: str = "add", start_s: 
 
 def compute_audio_embeds(model: Wav2Vec2Encoder, audios: list[tuple[object, int]], *, mode: str = "add",
                          fps: float = 25.0, start_s: float = 0.0, end_s: float = 0.0,
-                         soundtrack: tuple[object, int] | None = None) -> tuple[AudioEmbeds, AudioReport]:
+                         soundtrack: tuple[object, int] | None = None,
+                         interrupt: Callable[[], None] | None = None) -> tuple[AudioEmbeds, AudioReport]:
     """1 or 2 (waveform, sample_rate) speech inputs -> (AudioEmbeds, report).
 
     The embeddings come from ``speech_tracks``. The video's sound (AudioEmbeds.waveform) is the original
     input(s) at full quality (sound.speakers_sound), or ``soundtrack`` (waveform, sample_rate) when the
     speech is a processed copy of it (e.g. separated vocals); either way cropped like the embeddings.
+    interrupt(): raises to stop; called between the stages and throughout the encoder (the node passes
+    the host's cancel check).
     """
     if not 1 <= len(audios) <= 2:
         raise ValueError(f"InfiniteTalk takes 1 or 2 speakers, got {len(audios)} audio inputs.")
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps}.")
-    tracks, loudness, window, lengths = speech_tracks(audios, mode, start_s, end_s)
-    speakers = [embed_track(model, t, fps, f"speaker {i + 1} audio") for i, t in enumerate(tracks)]
+    tracks, loudness, window, lengths = speech_tracks(audios, mode, start_s, end_s, interrupt)
+    if interrupt is not None:
+        interrupt()
+    speakers = [embed_track(model, t, fps, f"speaker {i + 1} audio", interrupt) for i, t in enumerate(tracks)]
     if soundtrack is None:
         sound, rate = speakers_sound(audios, lengths, mode)
     else:

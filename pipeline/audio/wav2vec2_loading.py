@@ -2,7 +2,8 @@
 
 Layouts:
 * a Hugging Face folder (TencentGameMate/chinese-wav2vec2-base): ``config.json`` plus
-  ``model.safetensors`` or ``pytorch_model.bin`` (read with ``weights_only=True``); its
+  ``model.safetensors`` or ``pytorch_model.bin`` (read by the pack's one checkpoint reader,
+  ``loading.reader.read_state_dict``: pickles with ``weights_only=True``); its
   ``preprocessor_config.json`` decides input normalisation (``do_normalize``, HF default true);
   a weights file inside such a folder is treated as the folder;
 * a single file (Kijai's ``wav2vec2-chinese-base_fp16.safetensors``, ComfyUI ``audio_encoders``
@@ -21,6 +22,8 @@ import re
 
 import torch
 
+from ..loading.errors import CheckpointError
+from ..loading.reader import read_state_dict
 from .wav2vec2 import Wav2Vec2Config, Wav2Vec2Encoder
 
 log = logging.getLogger("infinitetalk_lipsync")
@@ -28,27 +31,6 @@ log = logging.getLogger("infinitetalk_lipsync")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _IGNORED = re.compile(r"^(masked_spec_embed|quantizer\.|project_q\.|project_hid\.|lm_head\.|dropout_features)")
 _POS = "encoder.pos_conv_embed.conv."
-
-
-class CheckpointError(ValueError):
-    """A wav2vec2 checkpoint that cannot be used; the message names the file."""
-
-
-def read_state_dict(path: str) -> dict[str, torch.Tensor]:
-    """All tensors of a .safetensors / .bin / .pt / .pth file."""
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        return load_file(path)
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors come in many types
-        raise CheckpointError(f"{path}: cannot be read as a PyTorch weights file ({exc}).") from exc
-    if isinstance(data, dict) and "state_dict" in data and isinstance(data["state_dict"], dict):
-        data = data["state_dict"]
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: holds a {type(data).__name__}, not a state dict of tensors.")
-    return {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
 
 
 def canonical_keys(sd: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
@@ -67,9 +49,10 @@ def canonical_keys(sd: dict[str, torch.Tensor], source: str) -> dict[str, torch.
         out[_POS + "weight_v"] = weight
         out[_POS + "weight_g"] = weight.float().norm(dim=(0, 1), keepdim=True).to(weight.dtype)
     if "encoder.layer_norm.weight" not in out or "feature_projection.projection.weight" not in out:
-        raise CheckpointError(f"{source}: not a wav2vec2 checkpoint (no 'encoder.layer_norm.weight' / "
-                              f"'feature_projection.projection.weight' keys). Choose a wav2vec2 file such as "
-                              f"TencentGameMate/chinese-wav2vec2-base or wav2vec2-chinese-base_fp16.safetensors.")
+        raise CheckpointError(source, "not a wav2vec2 checkpoint (no 'encoder.layer_norm.weight' / "
+                              "'feature_projection.projection.weight' keys)",
+                              fix="choose a wav2vec2 file such as TencentGameMate/chinese-wav2vec2-base or "
+                                  "wav2vec2-chinese-base_fp16.safetensors")
     return out
 
 
@@ -80,11 +63,11 @@ def infer_config(sd: dict[str, torch.Tensor], source: str) -> Wav2Vec2Config:
     layers = 1 + max((int(m.group(1)) for k in sd if (m := re.match(r"encoder\.layers\.(\d+)\.", k))), default=-1)
     convs = sorted({int(m.group(1)) for k in sd if (m := re.match(r"feature_extractor\.conv_layers\.(\d+)\.conv\.weight", k))})
     if hidden == 1024:
-        raise CheckpointError(f"{source}: hidden size 1024 looks like wav2vec2-large (pre-norm layout), which is not "
-                              f"supported; use a wav2vec2-base checkpoint such as chinese-wav2vec2-base.")
+        raise CheckpointError(source, "hidden size 1024 looks like wav2vec2-large (pre-norm layout), which is not "
+                              "supported", fix="use a wav2vec2-base checkpoint such as chinese-wav2vec2-base")
     if len(convs) != 7 or layers < 1 or _POS + "weight_v" not in sd:
-        raise CheckpointError(f"{source}: unexpected wav2vec2 layout ({len(convs)} conv layers, {layers} transformer "
-                              f"layers); put its config.json beside it (Hugging Face folder) or use wav2vec2-base.")
+        raise CheckpointError(source, f"unexpected wav2vec2 layout ({len(convs)} conv layers, {layers} transformer "
+                              "layers)", fix="put its config.json beside it (Hugging Face folder) or use wav2vec2-base")
     conv_weights = [sd[f"feature_extractor.conv_layers.{i}.conv.weight"] for i in convs]
     pos_v = sd[_POS + "weight_v"]
     config = Wav2Vec2Config(
@@ -143,11 +126,12 @@ def load_wav2vec2(path: str, *, device: torch.device | str = "cpu", dtype: torch
     expected = {k: v.shape for k, v in model.state_dict().items()}
     missing = sorted(set(expected) - set(sd))
     if missing:
-        raise CheckpointError(f"{weights}: {len(missing)} wav2vec2 tensors missing, e.g. {missing[:4]}; the file is "
-                              f"incomplete or for another architecture.")
+        raise CheckpointError(weights, f"{len(missing)} wav2vec2 tensors missing, e.g. {missing[:4]}",
+                              fix="the file is incomplete or for another architecture; download it again")
     wrong = [f"{k} {tuple(sd[k].shape)} (expected {tuple(s)})" for k, s in expected.items() if sd[k].shape != s]
     if wrong:
-        raise CheckpointError(f"{weights}: tensor shapes do not match its config: {'; '.join(wrong[:4])}.")
+        raise CheckpointError(weights, f"tensor shapes do not match its config: {'; '.join(wrong[:4])}",
+                              fix="use the config.json that came with these weights")
     extra = sorted(set(sd) - set(expected))
     if extra:
         log.warning("%s: ignoring %d unknown tensors, e.g. %s", weights, len(extra), extra[:4])

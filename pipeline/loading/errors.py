@@ -10,6 +10,8 @@ class CheckpointError(ValueError):
     The message names the file, what was found, what was expected, the first offending
     keys (at most 5) and the likely fix."""
 
+    __module__ = "infinitetalk"  # ComfyUI shows "infinitetalk.CheckpointError", not the install path
+
     def __init__(self, path, problem: str, *, found: str = "", expected: str = "", keys=(), fix: str = ""):
         name = os.path.basename(str(path)) if path else "<state dict>"
         parts = [f"{name}: {problem}"]

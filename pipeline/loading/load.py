@@ -45,6 +45,9 @@ class LoadReport:
             line = f"LoRA {l['name']} x{l['strength']:g}: {l['applied']} weights patched ({l['mode']})"
             if l["unmatched"]:
                 line += f"; {len(l['unmatched'])} keys matched nothing: " + ", ".join(l["unmatched"][:5])
+            if l.get("skipped"):
+                line += (f"; {l['skipped']} modulation diffs (diff_m) not applied, as the official loader and "
+                         f"ComfyUI core")
             lines.append(line)
         return "\n".join(lines)
 
@@ -137,7 +140,7 @@ def load_dit(base_path, infinitetalk_path=None, *, compute_dtype=torch.bfloat16,
         result = read_lora(path, strength, shapes)
         results.append(result)
         lora_report.append(dict(name=name, strength=float(strength), applied=result.applied,
-                                unmatched=result.unmatched, mode=lora_mode))
+                                unmatched=result.unmatched, skipped=len(result.skipped), mode=lora_mode))
 
     first_swapped = n_blocks - blocks_to_swap
 

@@ -2,7 +2,8 @@
 
 Spellings understood (after the reader strips ``diffusion_model.`` / ``model.diffusion_model.``):
 ComfyUI "extract" format (``M.lora_down.weight`` / ``M.lora_up.weight`` / ``M.alpha``, ``M.diff``
-for full weight deltas, ``M.diff_b`` for biases, ``M.diff_m`` for modulation), PEFT
+for full weight deltas, ``M.diff_b`` for biases; ``M.diff_m`` modulation deltas are read but not
+applied, as the official loader and ComfyUI core do, and reported), PEFT
 (``M.lora_A[.default].weight`` / ``M.lora_B[...]``), ``M.lora.down/up.weight``, and kohya
 (``lora_unet_blocks_0_self_attn_q.*``, also Wan-Fun's ``lora_unet__...``) with
 ``transformer.`` / ``base_model.model.`` prefixes.
@@ -44,6 +45,7 @@ class LoRAResult:
     strength: float
     patches: dict = field(default_factory=dict)  # param key -> [Patch]
     unmatched: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)  # modulation diffs (``diff_m``), deliberately not applied
 
     @property
     def applied(self) -> int:
@@ -155,6 +157,11 @@ def read_lora(path, strength: float, param_shapes: dict) -> LoRAResult:
         for kind, key in parts.items():
             if kind in ("down", "alpha"):
                 continue
+            if kind == "diff_m":
+                # Modulation deltas: the official InfiniteTalk loader and ComfyUI core ignore them (only
+                # Kijai's wrapper applies them); we follow the official result and report them.
+                result.skipped.append(ckpt.original_key(key))
+                continue
             if kind == "up":
                 if "down" not in parts:
                     result.unmatched.append(key)
@@ -174,8 +181,6 @@ def read_lora(path, strength: float, param_shapes: dict) -> LoRAResult:
             else:
                 if kind == "diff_b":
                     param = f"{target}.bias"
-                elif kind == "diff_m":
-                    param = f"{target}.modulation"
                 else:
                     param = target if target in param_shapes else f"{target}.weight"
                 diff = ckpt.get(key)

@@ -121,7 +121,10 @@ def populate(model: nn.Module, sources, *, compute_dtype, placement, loras=(), l
         if mod.bias is not None:
             bias = _finish(_dense(_fetch(owner, bkey), device), patches.pop(bkey, None), device, compute_dtype)
         wpatches = patches.pop(wkey, None)
-        stack = lora_mod.PatchStack(wpatches).to(device) if wpatches else None
+        # Only the on-the-fly forms keep the LoRA factors (on the weight's device); merged float
+        # weights bake them in below, so their stacks never leave the host.
+        on_the_fly = wpatches and (isinstance(value, (GGUFWeight, Fp8Weight)) or lora_mode == "on_the_fly")
+        stack = lora_mod.PatchStack(wpatches).to(device) if on_the_fly else None
         if isinstance(value, GGUFWeight):
             new = GGUFLinear(value.raw.to(device), value.qtype, value.shape, bias, compute_dtype, stack)
             kinds[f"gguf {value.type_name}"] += 1

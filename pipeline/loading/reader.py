@@ -176,10 +176,50 @@ def _open_safetensors(path) -> Checkpoint:
 
 # ---------------------------------------------------------------- GGUF
 
+def _field_value(field):
+    """A GGUF key/value field as a Python value (str, number, or list of them).
+
+    ``ReaderField.contents()`` exists only from gguf 0.16; ``parts``/``data``/``types`` exist in every
+    gguf release we support: ``data`` indexes the ``parts`` holding the value(s)."""
+    import gguf
+
+    if not field.types:
+        return None
+    string = gguf.GGUFValueType.STRING
+
+    def one(part, kind):
+        return bytes(part).decode("utf-8", errors="replace") if kind == string else part.tolist()[0]
+
+    if field.types[0] == gguf.GGUFValueType.ARRAY:
+        kind = field.types[-1]
+        if kind == gguf.GGUFValueType.ARRAY:  # nested arrays: not used by model files
+            return None
+        return [one(field.parts[i], kind) for i in field.data]
+    return one(field.parts[field.data[0]], field.types[0])
+
+
+GGUF_MIN = (0, 13)  # older readers call numpy APIs that numpy 2 removed (requirements.txt: gguf>=0.13)
+
+
+def _check_gguf_version(path) -> None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = version("gguf")
+    except PackageNotFoundError:
+        return  # a vendored copy: let the reader try
+    parts = tuple(int(p) for p in found.split(".")[:2] if p.isdigit())
+    if parts < GGUF_MIN:
+        raise CheckpointError(path, f"the installed gguf package {found} is too old to read GGUF files here",
+                              expected=f"gguf >= {'.'.join(map(str, GGUF_MIN))}",
+                              fix="upgrade it in ComfyUI's python: python -m pip install -U gguf")
+
+
 def _open_gguf(path) -> Checkpoint:
     import gguf
     import numpy as np
 
+    _check_gguf_version(path)
     try:
         reader = gguf.GGUFReader(path, "c")
     except Exception as exc:  # the reader raises bare ValueError/IndexError/struct errors on bad bytes
@@ -188,9 +228,9 @@ def _open_gguf(path) -> Checkpoint:
 
     def field(name):
         f = reader.get_field(name)
-        return None if f is None else f.contents()
+        return None if f is None else _field_value(f)
 
-    metadata = {k: v.contents() for k, v in reader.fields.items()
+    metadata = {k: _field_value(v) for k, v in reader.fields.items()
                 if not k.startswith("GGUF.") and not k.startswith("tokenizer.")}
     entries = {}
     for t in reader.tensors:
@@ -274,3 +314,17 @@ def open_checkpoint(path) -> Checkpoint:
     if path.lower().endswith(".gguf"):
         return _open_gguf(path)  # reports the bad magic clearly
     return _open_safetensors(path)
+
+
+def read_state_dict(path) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint file of any format ``open_checkpoint`` reads, as a plain dict
+    (safetensors views stay zero-copy; GGUF-quantised tensors are dequantised to float32).
+
+    The one reader for files that are loaded whole (wav2vec2, SAM2). Raises FileNotFoundError if
+    missing, CheckpointError if unreadable."""
+    ck = open_checkpoint(path)
+    out = {}
+    for key in ck.keys():
+        value = ck.get(key)
+        out[key] = value.dequantize() if isinstance(value, GGUFWeight) else value
+    return out

@@ -3,50 +3,27 @@ histogram matching. Statistics come from a set of reference pixels (the band jus
 mask's border, where generated and source should look the same), and the transform is applied
 to every generated pixel.
 
-Images are float tensors ``[..., 3]`` sRGB in 0..1.
+Images are float tensors ``[..., 3]`` sRGB in 0..1. The sRGB <-> Lab conversion is the pack's one,
+``pipeline.color`` (the same as the sampler's colour correction).
 """
 from __future__ import annotations
 
 import torch
 
+from .. import color
+
 COLOUR_MODES = ("none", "lab", "histogram")
-
-_D65 = torch.tensor([0.95047, 1.0, 1.08883])
-_RGB2XYZ = torch.tensor([[0.4124564, 0.3575761, 0.1804375],
-                         [0.2126729, 0.7151522, 0.0721750],
-                         [0.0193339, 0.1191920, 0.9503041]])
-_XYZ2RGB = torch.linalg.inv(_RGB2XYZ)
-_EPS, _KAPPA = 216 / 24389, 24389 / 27
-
-
-def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
-    """sRGB [...,3] 0..1 -> CIE Lab (D65) [...,3] float32."""
-    rgb = rgb.float().clamp(0, 1)
-    lin = torch.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
-    xyz = lin @ _RGB2XYZ.T.to(rgb.device) / _D65.to(rgb.device)
-    f = torch.where(xyz > _EPS, xyz.clamp(min=1e-12) ** (1 / 3), (_KAPPA * xyz + 16) / 116)
-    return torch.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
-
-
-def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
-    """CIE Lab (D65) [...,3] -> sRGB [...,3] clamped to 0..1."""
-    fy = (lab[..., 0] + 16) / 116
-    f = torch.stack([fy + lab[..., 1] / 500, fy, fy - lab[..., 2] / 200], -1)
-    xyz = torch.where(f ** 3 > _EPS, f ** 3, (116 * f - 16) / _KAPPA) * _D65.to(lab.device)
-    lin = (xyz @ _XYZ2RGB.T.to(lab.device)).clamp(0, 1)
-    return torch.where(lin <= 0.0031308, lin * 12.92, 1.055 * lin.clamp(min=1e-12) ** (1 / 2.4) - 0.055).clamp(0, 1)
-
 
 def _lab_stats(image_ref: torch.Tensor, source_ref: torch.Tensor) -> torch.Tensor:
     """[4,3]: Lab mean and std of the generated reference pixels, then of the source's."""
-    a, b = rgb_to_lab(image_ref), rgb_to_lab(source_ref)
+    a, b = color.rgb2lab(image_ref.clamp(0, 1)), color.rgb2lab(source_ref.clamp(0, 1))
     return torch.stack([a.mean(dim=0), a.std(dim=0), b.mean(dim=0), b.std(dim=0)])
 
 
 def _apply_lab(image: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
     """Shift/scale ``image``'s Lab channels from the generated statistics to the source's."""
     scale = (stats[3] / stats[1].clamp(min=1e-3)).clamp(0.5, 2.0)  # a flat band must not blow up noise
-    return lab_to_rgb((rgb_to_lab(image) - stats[0]) * scale + stats[2])
+    return color.lab2rgb((color.rgb2lab(image.clamp(0, 1)) - stats[0]) * scale + stats[2])
 
 
 def _histogram_lut(image_ref: torch.Tensor, source_ref: torch.Tensor, bins: int = 256) -> torch.Tensor:

@@ -22,6 +22,17 @@ def resize_frames(frames: torch.Tensor, height: int, width: int) -> torch.Tensor
     return x.movedim(1, -1).clamp(0, 1)
 
 
+def mask_size_note(mask: torch.Tensor, height: int, width: int, name: str = "mask") -> str | None:
+    """A note for the node when a MASK [..., h, w] is not the frames' ``width`` x ``height``: it is resized
+    to them (and stretched when the aspect ratio differs). None when the sizes match."""
+    h, w = int(mask.shape[-2]), int(mask.shape[-1])
+    if (h, w) == (height, width):
+        return None
+    stretched = abs(h * width - w * height) > 0.01 * h * width
+    return (f"NOTE: {name} is {w}x{h} but the frames are {width}x{height}: it is resized to the frames"
+            + (" and STRETCHED (another aspect ratio); draw the mask on these frames" if stretched else "") + ".")
+
+
 def resize_masks(masks: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """MASK [T,h,w] -> [T,height,width] (bilinear)."""
     if masks.shape[1:] == (height, width):

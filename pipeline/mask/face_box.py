@@ -7,6 +7,8 @@ smoothed over time, so a box never jumps from one frame to the next.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 OPENCV_HINT = 'pip install "opencv-python-headless<5"'
@@ -17,9 +19,13 @@ CASCADE_FILE = "haarcascade_frontalface_alt2.xml"
 class NoFaceFoundError(ValueError):
     """No face was found anywhere in the video."""
 
+    __module__ = "infinitetalk"  # ComfyUI shows "infinitetalk.NoFaceFoundError", not the install path
+
 
 class OpenCVMissingError(ImportError):
     """OpenCV 4.x (with its Haar cascades) is not installed."""
+
+    __module__ = "infinitetalk"  # ComfyUI shows "infinitetalk.OpenCVMissingError", not the install path
 
 
 def parse_box(text: str) -> tuple[float, float, float, float] | None:
@@ -31,10 +37,21 @@ def parse_box(text: str) -> tuple[float, float, float, float] | None:
         values = [float(v) for v in text.replace(";", ",").split(",")]
     except ValueError:
         values = []
-    if len(values) != 4 or values[2] <= values[0] or values[3] <= values[1]:
-        raise ValueError(f"box '{text}' must be 'x0,y0,x1,y1' in pixels with x1 > x0 and y1 > y0, "
+    if len(values) != 4 or not all(math.isfinite(v) for v in values) or values[2] <= values[0] \
+            or values[3] <= values[1]:
+        raise ValueError(f"box '{text}' must be 'x0,y0,x1,y1' in pixels (finite numbers) with x1 > x0 and y1 > y0, "
                          f"e.g. '120,60,360,330' (leave it empty to detect the face automatically).")
     return tuple(values)
+
+
+def check_box_in_frame(box: tuple[float, float, float, float], height: int, width: int) -> None:
+    """Refuse a face box that does not overlap the ``width`` x ``height`` frame (it would give an
+    all-zero mask and a paste that changes nothing)."""
+    x0, y0, x1, y1 = box
+    if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
+        raise ValueError(f"box '{x0:g},{y0:g},{x1:g},{y1:g}' lies entirely outside the {width}x{height} frame: "
+                         f"give x0,y0,x1,y1 in pixels of the first frame (x 0..{width}, y 0..{height}), e.g. the "
+                         f"face's corners read off the image, or leave it empty to detect the face automatically.")
 
 
 def parse_points(text: str) -> list[tuple[float, float, int]]:

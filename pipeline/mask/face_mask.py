@@ -10,7 +10,7 @@ from typing import Callable
 
 import torch
 
-from .face_box import boxes_from_mask, hold_nearest, track_faces
+from .face_box import boxes_from_mask, check_box_in_frame, hold_nearest, track_faces
 from .regions import check_region, dilate, ellipse_masks, restrict_to_region, temporal_smooth_
 
 CHUNK = 16  # frames processed together by the per-frame steps (bounds the temporaries)
@@ -58,6 +58,7 @@ def face_masks(frames: torch.Tensor, *, sam=None, user_mask: torch.Tensor | None
         source = "the connected mask"
         static = user_mask.shape[0] == 1 if user_mask.dim() == 3 else True
     elif box is not None:
+        check_box_in_frame(box, height, width)
         boxes = torch.tensor(box, dtype=torch.float32)[None].expand(count, 4).clone()
         source, static = "the typed box", True
     else:

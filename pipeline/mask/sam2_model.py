@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .sam2_keys import HF_MARKER, META_MARKER, hf_config_kwargs, size_layout, to_transformers_keys
+from ..loading.errors import CheckpointError
+from ..loading.reader import read_state_dict as read_checkpoint
+from .sam2_keys import HF_MARKER, META_MARKER, hf_config_kwargs, to_transformers_keys
 
 TRANSFORMERS_HINT = 'pip install "transformers>=4.56"'
 
@@ -18,9 +20,7 @@ TRANSFORMERS_HINT = 'pip install "transformers>=4.56"'
 class Sam2UnavailableError(ImportError):
     """transformers with Sam2VideoModel is not installed."""
 
-
-class NotSam2CheckpointError(ValueError):
-    """The file is not a SAM2 checkpoint."""
+    __module__ = "infinitetalk"  # ComfyUI shows "infinitetalk.Sam2UnavailableError", not the install path
 
 
 @dataclass
@@ -55,25 +55,13 @@ def _transformers():
 
 def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     """Tensors of a SAM2 file: safetensors (Kijai), or a torch ``.pt``/``.pth`` holding
-    ``{"model": state_dict}`` (Meta) or a bare state dict, read with ``weights_only=True``."""
+    ``{"model": state_dict}`` (Meta) or a bare state dict (the pack's one checkpoint reader)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"SAM2 checkpoint '{path}' does not exist.")
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-        sd = load_file(path)
-    else:
-        try:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # pickle errors come in many types; all mean "not loadable safely"
-            raise NotSam2CheckpointError(f"'{os.path.basename(path)}' could not be read as a torch checkpoint with "
-                                         f"weights_only=True ({err}). Use Meta's sam2.1_hiera_*.pt or Kijai's "
-                                         f"sam2.1_hiera_*.safetensors.") from None
-        if isinstance(sd, dict) and isinstance(sd.get("model"), dict):
-            sd = sd["model"]
-    if not isinstance(sd, dict) or (META_MARKER not in sd and HF_MARKER not in sd):
-        raise NotSam2CheckpointError(f"'{os.path.basename(path)}' is not a SAM2 checkpoint (no '{META_MARKER}'). "
-                                     f"Put Meta's sam2.1_hiera_*.pt or Kijai's sam2.1_hiera_*.safetensors in "
-                                     f"models/sam2.")
+    sd = read_checkpoint(path)
+    if META_MARKER not in sd and HF_MARKER not in sd:
+        raise CheckpointError(path, f"not a SAM2 checkpoint (no '{META_MARKER}')",
+                              fix="put Meta's sam2.1_hiera_*.pt or Kijai's sam2.1_hiera_*.safetensors in models/sam2")
     return sd
 
 
@@ -86,20 +74,10 @@ def build_config(sd_hf: dict[str, torch.Tensor]):
     return kw["name"], tf.Sam2VideoConfig(vision_config=vision, **kw["model"])
 
 
-def random_sam2(name: str, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Sam2Model:
-    """The real SAM2.1 architecture ``name`` (tiny/small/base_plus/large) with random weights, created
-    directly on ``device`` (benchmarks)."""
-    tf = _transformers()
-    name, config = build_config(size_layout(name))
-    with torch.device(device):
-        model = tf.Sam2VideoModel(config)
-    return Sam2Model(model.to(dtype=dtype).eval(), name, dtype)
-
-
 def load_sam2(path: str, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Sam2Model:
     """Load a SAM2 file (any of the 4 sizes, SAM2 or SAM2.1) -> Sam2Model on ``device`` in ``dtype``.
 
-    Weights are loaded strictly: a missing or unexpected tensor raises ValueError naming it."""
+    Weights are loaded strictly: a missing or unexpected tensor raises CheckpointError naming it."""
     tf = _transformers()
     sd = to_transformers_keys(read_state_dict(path))
     name, config = build_config(sd)
@@ -107,8 +85,8 @@ def load_sam2(path: str, dtype: torch.dtype = torch.float32, device: torch.devic
         model = tf.Sam2VideoModel(config)
     missing, unexpected = _check_keys(model, sd)
     if missing or unexpected:
-        raise NotSam2CheckpointError(f"'{os.path.basename(path)}' does not match SAM2 {name}: missing "
-                                     f"{missing[:5]}, unexpected {unexpected[:5]}.")
+        raise CheckpointError(path, f"does not match SAM2 {name}: missing {missing[:5]}, unexpected {unexpected[:5]}",
+                              fix="the file is incomplete or not a SAM2/SAM2.1 checkpoint; download it again")
     model.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=True, assign=True)
     # Buffers that are not in the checkpoint (rotary tables, position grids) are still on meta.
     _materialise_buffers(model, config)

@@ -28,7 +28,9 @@ _WORKER_MAIN = Path(__file__).resolve().with_name("worker_main.py")
 
 
 class WorkerError(RuntimeError):
-    pass
+    """A worker process failed (its message carries the worker's error)."""
+
+    __module__ = "infinitetalk"  # ComfyUI shows "infinitetalk.WorkerError", not the install path
 
 
 def _free_port() -> int:

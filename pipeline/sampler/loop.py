@@ -128,9 +128,8 @@ def make_plan(job: Job) -> WindowPlan:
 
 
 def validate(job: Job) -> None:
-    """Raise ValueError with the fix for settings that cannot run."""
+    """Raise ValueError with the fix for settings that cannot run (steps/shift/denoise: ``make_schedule``)."""
     s = job.settings
-    make_schedule(s.steps, s.shift, s.denoise)
     if s.solver not in SOLVERS:
         raise ValueError(f"Unknown solver '{s.solver}'; choose one of {sorted(SOLVERS)}.")
     if s.denoise < 1.0 and job.source.is_image:
@@ -144,8 +143,25 @@ def validate(job: Job) -> None:
     if not 0.0 <= s.audio_scale <= 10.0:
         raise ValueError(f"audio_scale must be in [0, 10] (got {s.audio_scale}); 1 is the trained strength.")
     active_choices(s)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A validated job's window plan and schedule (what the node reports is what the loop runs)."""
+
+    plan: WindowPlan
+    schedule: Schedule
+
+
+def prepare(job: Job) -> Prepared:
+    """Validate the job and plan it: the one place both happen. ``run``/``sample`` take the result."""
+    s = job.settings
+    schedule = make_schedule(s.steps, s.shift, s.denoise)  # raises for bad steps/shift/denoise
+    validate(job)
+    plan = make_plan(job)
     if job.prompts:
-        window_prompts(job.prompts, make_plan(job))
+        window_prompts(job.prompts, plan)  # raises for a prompt schedule the plan cannot follow
+    return Prepared(plan, schedule)
 
 
 def _y(codec, reference: torch.Tensor, frames: int) -> torch.Tensor:
@@ -158,16 +174,17 @@ def _y(codec, reference: torch.Tensor, frames: int) -> torch.Tensor:
 
 
 def sample(model, codec, clip_encoder, job: Job, device: torch.device | str = "cpu",
-           callbacks: Callbacks | None = None, start: int = 0, state: dict | None = None) -> Iterator[WindowResult]:
+           callbacks: Callbacks | None = None, prepared: Prepared | None = None, start: int = 0,
+           state: dict | None = None) -> Iterator[WindowResult]:
     """Generate the video window by window (a generator of each window's kept frames).
 
+    prepared: ``prepare(job)`` if the caller already has it (validated and planned once).
     start/state: begin at window ``start`` with the ``state`` window ``start - 1`` returned (resume,
     continue); windows depend on each other only through it, so the result equals an uninterrupted run."""
-    validate(job)
+    prepared = prepared or prepare(job)
     cb = callbacks or Callbacks()
     s, src, audio = job.settings, job.source, job.audio
-    plan = make_plan(job)
-    schedule = make_schedule(s.steps, s.shift, s.denoise)
+    plan, schedule = prepared.plan, prepared.schedule
     total = len(plan.windows) * schedule.steps_run
     padded = [e.float() for e in audio.speakers]  # window_audio mirrors the end in place (no padded copy)
     th, tw = src.th, src.tw
@@ -242,14 +259,15 @@ def _denoise(model, inputs: WindowInputs, z_mot: torch.Tensor, source_latent: to
 
 
 def run(model, codec, clip_encoder, job: Job, device: torch.device | str = "cpu",
-        callbacks: Callbacks | None = None) -> tuple[torch.Tensor, dict, float]:
+        callbacks: Callbacks | None = None, prepared: Prepared | None = None) -> tuple[torch.Tensor, dict, float]:
     """The whole video: (frames [num_frames,H,W,3] float32 0..1, AUDIO dict of the original sound trimmed to the
-    frames (AudioEmbeds.output_sound), fps)."""
-    validate(job)  # before planning, as sample() does, so bad settings give the same error
-    plan = make_plan(job)
+    frames (AudioEmbeds.output_sound), fps). prepared: ``prepare(job)`` if the caller already has it (validated
+    and planned once)."""
+    prepared = prepared or prepare(job)
+    plan = prepared.plan
     # Each window's frames go straight to their place: the video is never held twice (list + concatenation).
     frames = torch.empty(plan.num_frames, job.source.th, job.source.tw, 3)
-    for result in sample(model, codec, clip_encoder, job, device, callbacks):
+    for result in sample(model, codec, clip_encoder, job, device, callbacks, prepared):
         window = plan.windows[result.index]
         frames[window.output_start:window.output_start + window.kept] = result.frames
     waveform, rate = job.audio.output_sound(frames.shape[0])

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import torch
 
 
@@ -41,6 +43,28 @@ class Schedule:
     @property
     def steps_run(self) -> int:
         return self.t.numel() - 1 - self.start
+
+    @property
+    def start_noise(self) -> float:
+        """Noise fraction of the first latent the run denoises: t[start]/1000 (1 = pure noise)."""
+        return float(self.t[self.start]) / 1000
+
+    def denoise_warning(self, denoise: float) -> str | None:
+        """Why the effective start is not what ``denoise`` suggests, or None.
+
+        With few steps the grid cannot express ``denoise``: either no step is skipped (the run starts from
+        pure noise and ignores the source), or only the last step of the shifted grid remains, whose
+        noise level is tiny (the source passes through almost unchanged)."""
+        steps = self.t.numel() - 1
+        if denoise < 1.0 and self.start == 0:
+            return (f"WARNING: denoise {denoise:g} has no effect with {steps} step{'s' * (steps != 1)}: the run "
+                    f"starts from pure noise (t=1000), like denoise 1. Use at least {math.ceil(1.5 / (1 - denoise))} "
+                    f"steps, or denoise 1.")
+        if denoise < 1.0 and self.start_noise < denoise / 4:
+            return (f"WARNING: denoise {denoise:g} with {steps} steps starts at t={float(self.t[self.start]):.1f} "
+                    f"(noise level {self.start_noise:.3f}): almost no noise, the source passes through nearly "
+                    f"unchanged. Use more steps or a higher denoise.")
+        return None
 
 
 def make_schedule(steps: int, shift: float, denoise: float = 1.0) -> Schedule:

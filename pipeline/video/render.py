@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 
 from ..resolution import resize_and_crop
-from ..sampler.loop import Callbacks, Job, make_plan, sample
+from ..sampler.loop import Callbacks, Job, Prepared, prepare, sample
 from ..sampler.resume import Checkpoints
 from ..window_plan import WindowPlan
 from .audio_track import trim_to_frames
@@ -62,11 +62,12 @@ def continue_state(plan: WindowPlan, previous_frames: int, last: torch.Tensor, t
 
 def render(model, codec, clip_encoder, job: Job, path: str, checkpoints: Checkpoints, *, crf: int = DEFAULT_CRF,
            resume: bool = True, keep_frames: bool = False, device="cpu", callbacks: Callbacks | None = None,
-           start: int = 0, state: dict | None = None,
+           start: int = 0, state: dict | None = None, prepared: Prepared | None = None,
            on_window: Callable[[int, int, float], None] = lambda index, total, seconds: None) -> Rendered:
     """Render ``job`` into the mp4 ``path``; see the module docstring. on_window(index, windows, seconds)
-    after each computed window (progress text / ETA)."""
-    plan = make_plan(job)
+    after each computed window (progress text / ETA). prepared: ``prepare(job)`` if the caller has it."""
+    prepared = prepared or prepare(job)
+    plan = prepared.plan
     fps = float(job.audio.fps)
     first = plan.windows[start].output_start
     resumed_at, saved = checkpoints.load() if resume else (0, None)
@@ -81,7 +82,8 @@ def render(model, codec, clip_encoder, job: Job, path: str, checkpoints: Checkpo
     timings = []
     clock = time.perf_counter()
     if resumed_at < len(plan.windows):
-        for result in sample(model, codec, clip_encoder, job, device, callbacks, start=resumed_at, state=saved):
+        for result in sample(model, codec, clip_encoder, job, device, callbacks, prepared=prepared, start=resumed_at,
+                             state=saved):
             window = plan.windows[result.index]
             if window.kept:
                 encode_segment(checkpoints.segment(window.index), result.frames, fps, crf)
