@@ -74,6 +74,9 @@ def tiny_models(server):
     lf.write_st(audio, folder / "it_face_tiny_infinitetalk.safetensors")
     (server.models_dir / "loras").mkdir(parents=True, exist_ok=True)
     lf.lora_file(base, server.models_dir / "loras" / "it_tiny_lora.safetensors")
+    import separation_files as sf  # a small Mel-Band RoFormer in the real key layout (the V2V example separates)
+    (server.models_dir / "vocal_separation").mkdir(parents=True, exist_ok=True)
+    sf.write(server.models_dir / "vocal_separation" / VOCALS, sf.random_state_dict(seed=3, config=sf.small_config()))
     return server
 
 
@@ -137,6 +140,9 @@ def test_face_only_dubbing_full_path(server, tiny_models):
 EXAMPLES = Path(__file__).resolve().parents[2] / "example_workflows"
 
 
+VOCALS = "it-small-melband.safetensors"
+
+
 def _shrink(prompt: dict, text_dim: int, media: dict, lora: str) -> dict:
     """Swap the example's heavy loaders for the tiny stand-ins, keeping every link of the graph."""
     seeds = iter(range(100))
@@ -157,6 +163,8 @@ def _shrink(prompt: dict, text_dim: int, media: dict, lora: str) -> dict:
                           base_precision="fp32")
         elif kind == "InfiniteTalkLoRA":
             inputs["lora"] = lora
+        elif kind == "InfiniteTalkVocalSeparation":
+            inputs.update(model_name=VOCALS, device="cpu")
         elif kind == "InfiniteTalkSampler":
             inputs.update(steps=1, resolution="custom width/height", width=16, height=16, window=17, motion_frames=5)
         elif kind == "InfiniteTalkFaceMask":

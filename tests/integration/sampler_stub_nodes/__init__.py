@@ -6,6 +6,7 @@ base dim 8; the real dim 96 is far too slow on CPU), so the sampler's VAE adapte
 and numerics. CLIP vision: a core-shaped object (``patcher`` = a real ModelPatcher,
 ``model(pixel_values=..., intermediate_output=-2)``) around a tiny module."""
 import importlib
+import importlib.util
 import json
 import os
 import sys
@@ -81,7 +82,12 @@ class _FastVAE:
     def __init__(self, pack_module):
         package = next(name for name in sys.modules if name.endswith("/" + pack_module))
         self.codec_module = importlib.import_module(package + ".pipeline.codec")
-        self.codec = self.codec_module.TinyCodec()
+        standins = importlib.util.spec_from_file_location(  # tests/codec_standins.py: test-only, not in the pack
+            "it_codec_standins", os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..",
+                                              "codec_standins.py"))
+        module = importlib.util.module_from_spec(standins)
+        standins.loader.exec_module(module)
+        self.codec = module.TinyCodec()
         self.first_stage_model = torch.nn.Linear(3, 16)  # what the sampler fingerprints for its resume key
 
     def encode(self, frames):
