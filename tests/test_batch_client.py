@@ -1,6 +1,6 @@
 """The batch client's pieces without a ComfyUI: jobs files, patching by title, /object_info checks, the manifest,
 the websocket framing, and the scheduler over fake servers (fan-out, a server dying mid-job, invalid jobs never
-queued, re-runs skipping finished jobs). Real servers: tests/integration/test_batch_client.py."""
+queued, re-runs skipping finished jobs). Real servers: tests/integration/test_batch_client_comfyui.py."""
 import copy
 import io
 import json
