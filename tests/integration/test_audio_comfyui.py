@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import wav2vec_files as wf
+from audio_io import read_audio
 from golden import shared_dir
 
 pytest.importorskip("comfyui_harness", reason="integration harness (tests/integration/conftest.py) not merged yet")
@@ -64,16 +65,6 @@ def test_load_audio_to_embeds(server, model_name, normalization):
     _, original = read_audio(server.input_dir / name)
     assert rate == 44100 and sound.shape == (2, 100 * 1764)
     assert np.abs(sound - original[:, 44100:44100 + 100 * 1764]).max() < 2e-4
-
-
-def read_audio(path):
-    """([C, T] float64, rate) of an audio file, decoded with PyAV."""
-    av = pytest.importorskip("av")
-    with av.open(str(path)) as c:
-        rate = c.streams.audio[0].rate
-        planar = av.AudioResampler(format="fltp")
-        data = np.concatenate([f.to_ndarray() for frame in c.decode(audio=0) for f in planar.resample(frame)], axis=-1)
-    return rate, data.astype(np.float64)
 
 
 def test_video_audio_two_speakers(server):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import golden
+from audio_io import read_audio, write_pcm_wav
 from comfyui_harness import PACK_FOLDER, ComfyServer
 
 HERE = Path(__file__).resolve().parent
@@ -113,36 +114,19 @@ def test_video_to_lipsync_mp4_matches_audio_length(server):
     assert fps == 25.0 and frames == round(seconds * 25)
     assert abs(audio_s - seconds) <= 1.5 / 25
     # The sampler's AUDIO is the user's 44.1 kHz stereo, untouched and exactly 50 frames long (flac: lossless).
-    rate, sound = _read_flac(next(server.output_dir.rglob("it_sampler_sound*.flac")))
+    rate, sound = read_audio(next(server.output_dir.rglob("it_sampler_sound*.flac")))
     assert rate == 44100 and sound.shape == (2, 50 * 1764)
     assert np.abs(sound - original[:, :50 * 1764]).max() < 2e-4
 
 
 def _stereo_44k(speech, path, seconds):
     """A 44.1 kHz stereo 16-bit wav from the shared speech (right channel at half level); returns it [2, T] float."""
-    import wave
     av = pytest.importorskip("av")
     with av.open(str(speech)) as c:
         resampler = av.AudioResampler(format="flt", layout="mono", rate=44100)
         mono = np.concatenate([f.to_ndarray().reshape(-1) for frame in c.decode(audio=0)
                                for f in resampler.resample(frame)])[:int(seconds * 44100)]
-    pcm = np.round(np.stack([mono, 0.5 * mono]) * 32767).clip(-32768, 32767).astype(np.int16)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(2)
-        w.setsampwidth(2)
-        w.setframerate(44100)
-        w.writeframes(pcm.T.tobytes())
-    return pcm.astype(np.float64) / 32768
-
-
-def _read_flac(path):
-    """[C, T] float64 and the rate of an audio file."""
-    av = pytest.importorskip("av")
-    with av.open(str(path)) as c:
-        rate = c.streams.audio[0].rate
-        planar = av.AudioResampler(format="fltp")
-        data = np.concatenate([f.to_ndarray() for frame in c.decode(audio=0) for f in planar.resample(frame)], axis=-1)
-    return rate, data.astype(np.float64)
+    return write_pcm_wav(path, np.stack([mono, 0.5 * mono]))
 
 
 def _frames(path):

@@ -1,11 +1,11 @@
 """Vocal separation in a real ComfyUI: LoadAudio -> InfiniteTalk Vocal Separation (small random Mel-Band RoFormer in
 the real key layout) -> InfiniteTalk Audio Embeds (vocals for the embeddings, the original mix as the soundtrack)."""
-import wave
 
 import numpy as np
 import pytest
 
 import separation_files as sf
+from audio_io import read_audio, write_pcm_wav
 import wav2vec_files as wf
 from golden import shared_dir
 
@@ -38,27 +38,12 @@ def _mix_wav(path, seconds=3.0):
         data = np.concatenate([f.to_ndarray() for frame in c.decode(audio=0) for f in planar.resample(frame)], axis=-1)
     data = data[:, :int(seconds * 44100)]
     data = data + 0.1 * np.sin(2 * np.pi * 440 * np.arange(data.shape[-1]) / 44100)
-    pcm = np.round(data * 32767).clip(-32768, 32767).astype(np.int16)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(2)
-        w.setsampwidth(2)
-        w.setframerate(44100)
-        w.writeframes(pcm.T.tobytes())
-    return pcm.astype(np.float64) / 32768
-
-
-def _read(path):
-    av = pytest.importorskip("av")
-    with av.open(str(path)) as c:
-        rate = c.streams.audio[0].rate
-        planar = av.AudioResampler(format="fltp")
-        data = np.concatenate([f.to_ndarray() for frame in c.decode(audio=0) for f in planar.resample(frame)], axis=-1)
-    return rate, data.astype(np.float64)
+    return write_pcm_wav(path, data)
 
 
 def _saved(server, entry, node):
     saved = entry["outputs"][node]["audio"][0]
-    return _read(server.output_dir / saved.get("subfolder", "") / saved["filename"])
+    return read_audio(server.output_dir / saved.get("subfolder", "") / saved["filename"])
 
 
 def test_model_list_has_our_folder_and_kijai_files_only(server):
