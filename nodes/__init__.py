@@ -2,6 +2,7 @@
 this file merges them. Node modules reach ComfyUI only through ``host``."""
 from . import host
 from . import audio
+from . import face_stream
 from . import frame_count
 from . import loader
 from . import mask
@@ -12,6 +13,7 @@ from . import vocals
 # One module per line, so that branches adding nodes merge cleanly.
 _MODULES = (
     audio,
+    face_stream,
     frame_count,
     loader,
     mask,

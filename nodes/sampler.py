@@ -158,6 +158,10 @@ class InfiniteTalkSampler:
                                                       "length at flat memory. Connect this or source, not both."}),
                 "source": ("IMAGE", {"tooltip": "One image (I2V) or a short clip's frames (V2V); the whole clip sits "
                                                 "in RAM, so use source_video for videos. Connect this or source_video."}),
+                "face_plan": ("INFINITETALK_FACE_PLAN", {"tooltip": "Face-only dubbing: the plan from 'InfiniteTalk "
+                                                                    "Face Plan (video)' made on source_video. Each window "
+                                                                    "generates the face crop and pastes it into the "
+                                                                    "full-resolution frames (video output)."}),
                 "continue_video": ("VIDEO", {"tooltip": "Continue this previous render (same window/motion_frames, the "
                                                         "whole audio from its start): generation starts at its end "
                                                         "from its last motion frames, as one long render would; the "
@@ -207,7 +211,7 @@ class InfiniteTalkSampler:
 
     def sample(self, model, vae, clip_vision, positive, negative, audio_embeds, source_fps, steps, shift, cfg,
                audio_cfg, denoise, solver, seed, colour_correction, resolution, width, height, window, motion_frames,
-               source=None, source_video=None, continue_video=None, crf=DEFAULT_CRF, resume=True,
+               source=None, source_video=None, face_plan=None, continue_video=None, crf=DEFAULT_CRF, resume=True,
                face_image=None, mask_1=None, mask_2=None, source_end="hold", batch_branches=False, apg=False,
                apg_momentum=-0.75, apg_norm_threshold=55.0, audio_scale=1.0, official_exact=False,
                colour_reference=COLOUR_REFERENCES[1], colour_method=COLOUR_METHODS[0],
@@ -217,7 +221,7 @@ class InfiniteTalkSampler:
         if hasattr(dit, "interrupt"):  # a multi-GPU pool: Cancel while it waits for its workers
             dit.interrupt = host.throw_if_interrupted
         frames, video, source_fps = open_source(source, source_video, source_fps)
-        src_h, src_w = source_size(frames, video)
+        src_h, src_w = source_size(frames, video, face_plan)
         custom = resolution == RESOLUTIONS[-1]
         if custom and not (width and height):
             raise ValueError(f"resolution 'custom width/height' needs width and height as positive multiples of 16 "
@@ -241,7 +245,7 @@ class InfiniteTalkSampler:
         prompts = _schedule(positive, text_dim)
         job = Job(context=_text(positive, "positive", text_dim), context_null=_text(negative, "negative", text_dim),
                   audio=audio_embeds,
-                  source=make_source(frames, video, source_fps, fps, th, tw, source_end), settings=settings,
+                  source=make_source(frames, video, source_fps, fps, th, tw, source_end, face_plan), settings=settings,
                   face=None if face_image is None else face_image[0, ..., :3],
                   speaker_layout=_layout(mask_1, mask_2, src_h, src_w) if two else None, prompts=prompts)
         prepared = prepare(job)  # validated and planned once; the loop runs exactly this plan
@@ -263,7 +267,7 @@ class InfiniteTalkSampler:
         budget = estimate(windows=len(plan.windows), steps_run=schedule.steps_run, branches=len(branch_names(cfg)),
                           frames=plan.num_frames, window=window, th=th, tw=tw, model=dit,
                           batch_branches=batch_branches, keep_frames=keep,
-                          source_hw=None if video is None else (src_h, src_w))
+                          source_hw=None if video is None else (video.height, video.width))
         host_free, device_free = host.available_ram(), host.free_device_memory(device)
         info += "\n" + "\n".join(budget.lines(host_free, device_free))
         host.show_text(unique_id, info)

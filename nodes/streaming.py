@@ -10,6 +10,7 @@ import torch
 from ..pipeline.sampler.loop import Job, Prepared
 from ..pipeline.sampler.resume import Checkpoints, render_key
 from ..pipeline.sampler.source import Source
+from ..pipeline.mask.face_stream import FaceCropSource
 from ..pipeline.video.reader import VideoFile, VideoSource
 from ..pipeline.video.render import continue_state, render
 from . import host
@@ -31,13 +32,23 @@ def open_source(source, source_video, source_fps: float):
     return None, video, float(video.fps)
 
 
-def make_source(frames, video, source_fps, fps, th, tw, end):
+def make_source(frames, video, source_fps, fps, th, tw, end, face_plan=None):
+    """The loop's source: the IMAGE frames, the streamed video, or the streamed video's face crops."""
+    if face_plan is not None:
+        if video is None:
+            raise ValueError("face_plan: connect the video the plan was made on to source_video (a core Load Video, "
+                             "read window by window), not source; for IMAGE frames use Face Crop -> sampler -> "
+                             "Face Paste.")
+        return FaceCropSource(video, face_plan, fps, th, tw, end)
     if video is not None:
         return VideoSource(video, fps, th, tw, end)
     return Source(frames, source_fps, fps, th, tw, end)
 
 
-def source_size(frames, video) -> tuple[int, int]:
+def source_size(frames, video, face_plan=None) -> tuple[int, int]:
+    """(H, W) of what the sampler generates from: the frames, or the face crop of a face plan."""
+    if face_plan is not None:
+        return tuple(face_plan.crop.target_size)
     return (int(frames.shape[1]), int(frames.shape[2])) if video is None else (video.height, video.width)
 
 
@@ -78,7 +89,14 @@ def _eta(seconds: float) -> str:
 
 def stream_render(dit, codec, clip_encoder, job: Job, prepared: Prepared, *, key_parts: dict, crf: int, resume: bool,
                   keep_frames: bool, continue_video, device, callbacks, node_id, info: str):
-    """Render the prepared job to an mp4 in the host's video folder; returns (Rendered, VIDEO)."""
+    """Render the prepared job to an mp4 in the host's video folder; returns (Rendered, VIDEO). A face-plan
+    source (``FaceCropSource``) is pasted into the full-resolution frames window by window."""
+    paste = job.source.paster() if isinstance(job.source, FaceCropSource) else None
+    if paste is not None and continue_video is not None:
+        raise ValueError("continue_video does not work with face_plan: the next window's motion frames are the "
+                         "generated face crops, which the previous video no longer holds (it was pasted). Render "
+                         "the whole audio in one go (resume stays on, so a cancelled or crashed render resumes "
+                         "where it stopped), or disconnect face_plan to continue a full-frame render.")
     start, state = continue_from(continue_video, job, prepared)
     key = render_key(job=job, crf=crf, start=start, continued=state, **key_parts)
     videos, checkpoints = host.render_folders()
@@ -93,5 +111,5 @@ def stream_render(dit, codec, clip_encoder, job: Job, prepared: Prepared, *, key
 
     rendered = render(dit, codec, clip_encoder, job, path, Checkpoints(checkpoints, key), crf=crf, resume=resume,
                       keep_frames=keep_frames, device=device, callbacks=callbacks, start=start, state=state,
-                      prepared=prepared, on_window=on_window)
+                      prepared=prepared, on_window=on_window, paste=paste)
     return rendered, host.video_from_file(path)

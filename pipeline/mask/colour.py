@@ -67,6 +67,15 @@ class ColourMatcher:
             raise ValueError(f"colour_match '{mode}' is not one of {', '.join(COLOUR_MODES)}.")
         self.mode, self.memory, self._state = mode, memory, None
 
+    @property
+    def state(self) -> torch.Tensor | None:
+        """The running correction (None before the first matched frame): a resumed paste restores it."""
+        return self._state
+
+    @state.setter
+    def state(self, value: torch.Tensor | None) -> None:
+        self._state = value
+
     def __call__(self, image: torch.Tensor, source: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """image, source: [H,W,3] 0..1; reference: [H,W] bool, the pixels whose colours are compared
         (fewer than 16 and no earlier frame -> image unchanged). Returns the matched image."""

@@ -94,6 +94,13 @@ def crop_frames(frames: torch.Tensor, info: CropInfo) -> torch.Tensor:
     return out
 
 
+def crop_frame(frame: torch.Tensor, info: CropInfo, t: int) -> torch.Tensor:
+    """Source frame ``t`` ([H,W,C] float 0..1) -> its crop [h,w,C] at the target size (as ``crop_frames``)."""
+    x0, y0, x1, y1 = (int(v) for v in info.rects[t])
+    th, tw = info.target_size
+    return resize_frames(frame[None, y0:y1, x0:x1].float(), th, tw)[0]
+
+
 def _segments(rects: torch.Tensor):
     """Runs of frames sharing one rectangle: yields (start, stop, (x0,y0,x1,y1))."""
     start = 0
@@ -118,19 +125,35 @@ def paste_frames(generated: torch.Tensor, source: torch.Tensor, info: CropInfo, 
     count = min(generated.shape[0], source.shape[0], info.rects.shape[0])
     out = source[:count].clone()
     matcher = ColourMatcher(colour_match)
-    for start, stop, (x0, y0, x1, y1) in _segments(info.rects[:count]):
-        limit = torch.zeros(height, width)
-        limit[y0:y1, x0:x1] = 1
-        # The feather must fade out inside the rectangle: outside it there is nothing generated.
-        limit = dilate(limit[None], -(feather_radius + 1))[0]
+    for start, stop, rect in _segments(info.rects[:count]):
+        limit = paste_limit(rect, height, width, feather_radius)
         for t in range(start, stop):
             if masks is None:
                 mask = ellipse_masks(info.boxes[t:t + 1], height, width, info.region)[0]
             else:
                 mask = mask_at(masks, t, height, width)
-            canvas = out[t, ..., :3].float().clone()
-            canvas[y0:y1, x0:x1] = resize_frames(generated[t:t + 1, ..., :3].to(source.device), y1 - y0, x1 - x0)[0]
-            blend_frame(out[t], canvas, (mask * limit).to(source.device), feather_radius, matcher, erode)
+            paste_frame(out[t], generated[t], rect, mask, limit, feather_radius, matcher, erode)
             if progress is not None:
                 progress(1)
     return out
+
+
+def paste_limit(rect: tuple[int, int, int, int], height: int, width: int, feather_radius: int) -> torch.Tensor:
+    """[H,W] {0,1}: where a paste into crop rectangle ``rect`` may reach, so that the feather fades out inside
+    the rectangle (outside it there is nothing generated)."""
+    x0, y0, x1, y1 = rect
+    limit = torch.zeros(height, width)
+    limit[y0:y1, x0:x1] = 1
+    return dilate(limit[None], -(feather_radius + 1))[0]
+
+
+def paste_frame(frame: torch.Tensor, generated: torch.Tensor, rect: tuple[int, int, int, int], mask: torch.Tensor,
+                limit: torch.Tensor, feather_radius: int, matcher: ColourMatcher, erode: int) -> None:
+    """Paste one generated crop ([h,w,>=3], any size: resized to ``rect``) into ``frame`` ([H,W,C], a copy of
+    the source frame) in place, through ``mask`` [H,W] cut to ``limit`` (``paste_limit``). Pixels outside the
+    feathered mask keep the source's values. THE paste of one frame: ``paste_frames`` and the streamed
+    face render (``face_stream``) both call it."""
+    x0, y0, x1, y1 = rect
+    canvas = frame[..., :3].float().clone()
+    canvas[y0:y1, x0:x1] = resize_frames(generated[None, ..., :3].to(frame.device), y1 - y0, x1 - x0)[0]
+    blend_frame(frame, canvas, (mask * limit).to(frame.device), feather_radius, matcher, erode)

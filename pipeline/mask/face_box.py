@@ -8,6 +8,7 @@ smoothed over time, so a box never jumps from one frame to the next.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 
@@ -163,20 +164,25 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def track_faces(frames: torch.Tensor, detect_every: int = 5, smooth: int = 9, progress=None) -> torch.Tensor:
-    """Follow one face through a video with the Haar detector.
+    """``track_face_boxes`` over an IMAGE [T,H,W,C] float 0..1 held in memory. Returns [T,4] float32."""
+    return track_face_boxes(frames.shape[0], lambda t: frames[t], detect_every, smooth, progress)
 
-    frames: IMAGE [T,H,W,C] float 0..1. The detector runs on every ``detect_every``-th frame (and the
-    last); the first key frame with a face picks the largest one, later key frames take the detection
-    overlapping the previous box most (a key frame with no overlapping face keeps the previous box).
-    Boxes are linearly interpolated between key frames, then averaged over ``smooth`` frames.
-    ``progress(n)`` is called once per key frame. Returns [T,4] float32.
-    Raises NoFaceFoundError when no key frame has a face.
+
+def track_face_boxes(num_frames: int, frame_at: Callable[[int], torch.Tensor], detect_every: int = 5,
+                     smooth: int = 9, progress=None) -> torch.Tensor:
+    """Follow one face through a video of ``num_frames`` frames with the Haar detector, holding no frames:
+    ``frame_at(t)`` gives frame t ([H,W,C] float 0..1) when asked (an IMAGE row, or a frame decoded from a file).
+
+    The detector runs on every ``detect_every``-th frame (and the last), in order; the first key frame with a
+    face picks the largest one, later key frames take the detection overlapping the previous box most (a key
+    frame with no overlapping face keeps the previous box). Boxes are linearly interpolated between key
+    frames, then averaged over ``smooth`` frames. ``progress(n)`` is called once per key frame.
+    Returns [T,4] float32. Raises NoFaceFoundError when no key frame has a face.
     """
-    num_frames = frames.shape[0]
     keys = sorted(set(range(0, num_frames, max(1, detect_every))) | {num_frames - 1})
     found, previous = {}, None
     for t in keys:
-        faces = detect_faces(frames[t])
+        faces = detect_faces(frame_at(t))
         if progress is not None:
             progress(1)
         if len(faces) == 0:

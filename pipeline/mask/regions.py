@@ -79,24 +79,36 @@ def temporal_smooth_(masks: torch.Tensor, window: int) -> torch.Tensor:
     """In place: centred moving average over ``window`` frames (edges replicated), which removes
     frame-to-frame flicker of a segmentation while following real motion. [T,H,W] float, returned.
 
-    A running sum plus the last window//2 + 1 original frames: extra memory is a few frames however
-    long the video is."""
+    Each frame is ``smoothed_frame`` of the originals (so a streamed render, which computes the masks of one
+    window at a time, gets the same values); the last window//2 + 1 originals are kept: extra memory is a
+    few frames however long the video is."""
     if window <= 1 or masks.shape[0] <= 1:
         return masks
     half, count = window // 2, masks.shape[0]
     originals: dict[int, torch.Tensor] = {}
 
     def original(t: int) -> torch.Tensor:
-        t = min(max(t, 0), count - 1)
         return originals[t] if t in originals else masks[t]
 
-    acc = sum(original(t).float() for t in range(-half, half + 1))
     for t in range(count):
         originals[t] = masks[t].clone()
         originals.pop(t - half - 1, None)
-        masks[t] = acc / (2 * half + 1)
-        acc = acc - original(t - half).float() + original(t + half + 1).float()
+        masks[t] = smoothed_frame(original, t, count, window)
     return masks
+
+
+def smoothed_frame(original, t: int, count: int, window: int) -> torch.Tensor:
+    """Frame ``t`` of the centred moving average over ``window`` frames of a mask video of ``count`` frames,
+    edges replicated: the mean of ``original(j)`` ([H,W]) for j = t - window//2 .. t + window//2 clamped to
+    the video, summed in that order (THE smoothing rule: ``temporal_smooth_`` and the streamed paste ask it)."""
+    half = window // 2
+    if window <= 1 or count <= 1:
+        return original(t).float()
+    acc = None
+    for j in range(t - half, t + half + 1):
+        m = original(min(max(j, 0), count - 1)).float()
+        acc = m.clone() if acc is None else acc.add_(m)
+    return acc / (2 * half + 1)
 
 
 def feather(masks: torch.Tensor, radius: int) -> torch.Tensor:

@@ -63,9 +63,12 @@ def continue_state(plan: WindowPlan, previous_frames: int, last: torch.Tensor, t
 def render(model, codec, clip_encoder, job: Job, path: str, checkpoints: Checkpoints, *, crf: int = DEFAULT_CRF,
            resume: bool = True, keep_frames: bool = False, device="cpu", callbacks: Callbacks | None = None,
            start: int = 0, state: dict | None = None, prepared: Prepared | None = None,
-           on_window: Callable[[int, int, float], None] = lambda index, total, seconds: None) -> Rendered:
+           on_window: Callable[[int, int, float], None] = lambda index, total, seconds: None,
+           paste=None) -> Rendered:
     """Render ``job`` into the mp4 ``path``; see the module docstring. on_window(index, windows, seconds)
-    after each computed window (progress text / ETA). prepared: ``prepare(job)`` if the caller has it."""
+    after each computed window (progress text / ETA). prepared: ``prepare(job)`` if the caller has it.
+    paste: a ``mask.face_stream.FacePaster`` (face-only dubbing): each window's generated crops are pasted
+    into the full-resolution source frames, which the file (and ``frames``) hold; its state is checkpointed."""
     prepared = prepared or prepare(job)
     plan = prepared.plan
     fps = float(job.audio.fps)
@@ -74,11 +77,14 @@ def render(model, codec, clip_encoder, job: Job, path: str, checkpoints: Checkpo
     if saved is None or resumed_at < start:
         resumed_at, saved = start, state
         checkpoints.start()
+    if paste is not None:
+        paste.restore(saved)
     segments = [w.index for w in plan.windows[:resumed_at] if w.index >= start and w.kept]
     num_frames = plan.num_frames - first
-    frames = torch.empty(num_frames, job.source.th, job.source.tw, 3) if keep_frames else None
+    height, width = (job.source.th, job.source.tw) if paste is None else paste.size
+    frames = torch.empty(num_frames, height, width, 3) if keep_frames else None
     if frames is not None and segments:  # windows rendered before an interruption: read back from their files
-        _read_segments(frames, [checkpoints.segment(k) for k in segments], job.source.th, job.source.tw)
+        _read_segments(frames, [checkpoints.segment(k) for k in segments], height, width)
     timings = []
     clock = time.perf_counter()
     if resumed_at < len(plan.windows):
@@ -86,12 +92,14 @@ def render(model, codec, clip_encoder, job: Job, path: str, checkpoints: Checkpo
                              state=saved):
             window = plan.windows[result.index]
             if window.kept:
-                encode_segment(checkpoints.segment(window.index), result.frames, fps, crf)
-                segments.append(window.index)
+                at = window.output_start - first
+                out = result.frames if paste is None else paste.frames(window.output_start, result.frames)
                 if frames is not None:
-                    at = window.output_start - first
-                    frames[at:at + window.kept] = result.frames
-            checkpoints.commit(window.index + 1, segments, result.state)
+                    out = _kept(out, frames, at)
+                encode_segment(checkpoints.segment(window.index), out, fps, crf)
+                segments.append(window.index)
+            checkpoints.commit(window.index + 1, segments,
+                               result.state if paste is None else {**result.state, **paste.state()})
             now = time.perf_counter()
             timings.append(now - clock)
             clock = now
@@ -101,6 +109,13 @@ def render(model, codec, clip_encoder, job: Job, path: str, checkpoints: Checkpo
     checkpoints.remove()
     return Rendered(path=path, frames=frames, audio={"waveform": waveform[None], "sample_rate": rate}, fps=fps,
                     first_frame=first, resumed_at=resumed_at, seconds_per_window=timings)
+
+
+def _kept(frames, into: torch.Tensor, at: int):
+    """Yield ``frames`` (a tensor or an iterable of frames) while storing each at ``into[at + k]``."""
+    for k, frame in enumerate(frames):
+        into[at + k] = frame
+        yield frame
 
 
 def _read_segments(frames: torch.Tensor, paths: list[str], th: int, tw: int) -> None:

@@ -36,18 +36,25 @@ def _replace(tmp: str, path: str) -> None:
     os.replace(tmp, path)  # atomic: a crash leaves the old file or the new one, never half of one
 
 
-def encode_segment(path: str, frames: torch.Tensor, fps: float, crf: int = DEFAULT_CRF) -> None:
-    """Encode [n,H,W,3] float 0..1 frames (H, W even) into an H.264 yuv420p mp4 at ``path`` (atomically)."""
+def encode_segment(path: str, frames, fps: float, crf: int = DEFAULT_CRF) -> None:
+    """Encode frames into an H.264 yuv420p mp4 at ``path`` (atomically): [n,H,W,3] float 0..1 (H, W even), or
+    an iterable of [H,W,3] frames encoded as they come (one full-resolution frame in memory at a time)."""
     av = _av()
-    n, h, w, _ = frames.shape
-    if h % 2 or w % 2:
-        raise ValueError(f"H.264 yuv420p needs an even width and height (got {w}x{h}).")
     tmp = path + ".part"
     with av.open(tmp, "w", format="mp4") as out:
-        stream = out.add_stream("libx264", rate=_rate(fps), options={"crf": str(int(crf)), "x264-params": "mbtree=0"})
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        for image in to_uint8(frames):
+        stream = None
+        for frame in frames:
+            image = to_uint8(frame[None])[0]
+            if stream is None:
+                h, w = image.shape[:2]
+                if h % 2 or w % 2:
+                    raise ValueError(f"H.264 yuv420p needs an even width and height (got {w}x{h}).")
+                stream = out.add_stream("libx264", rate=_rate(fps),
+                                        options={"crf": str(int(crf)), "x264-params": "mbtree=0"})
+                stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
             out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        if stream is None:
+            raise ValueError("encode_segment: no frames to encode.")
         out.mux(stream.encode(None))
     _replace(tmp, path)
 

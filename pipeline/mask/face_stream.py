@@ -1,0 +1,143 @@
+"""Face-only dubbing of a video file at flat memory: the face is cropped, generated and pasted back window by
+window, never holding the video.
+
+``FacePlan`` is everything the render needs and holds no frame: the crop plan (``CropInfo``: per-frame crop
+rectangles and face boxes, [T,4] each) and the paste settings (mask region, dilation, smoothing, feather,
+colour match, erode). ``FaceCropSource`` is the sampler loop's source (a ``VideoSource``): it decodes only
+the frames a window asks for and crops them as ``crop_frames`` crops an IMAGE. ``FacePaster`` turns a
+window's generated crops into full-resolution frames: for output frame ``f`` it decodes the source frame the
+render shows there (``VideoSource.index``, the one owner of that rule), builds that frame's mask from the
+plan (the ellipse of ``region`` around the face box, dilated, smoothed over neighbouring frames exactly as
+``face_masks`` does) and pastes through ``crop.paste_frame`` (the IMAGE path's paste). Pixels outside the
+feathered mask are the decoded source frame's own values.
+
+The IMAGE path this equals (same boxes, fps and source length >= the audio's): Face Mask (box/mask, region,
+dilation, smoothing, no SAM2) -> Face Crop (the same box/mask input as boxes, no mask) -> sampler on the
+crops -> Face Paste with Face Mask's mask.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from ..resolution import resize_and_crop
+from ..video.reader import VideoFile, VideoSource
+from .colour import COLOUR_MODES, ColourMatcher
+from .crop import CropInfo, crop_frame, paste_frame, paste_limit
+from .regions import check_region, dilate, ellipse_masks, smoothed_frame
+
+FACE_PLAN_TYPE = "INFINITETALK_FACE_PLAN"
+
+
+@dataclass
+class FacePlan:
+    """The streamed face-only render's plan (no frames: memory does not depend on the video's length).
+
+    crop: the crop of every source frame (``crop.plan_crop``); region/dilation/smoothing: the paste mask
+    (``face_mask.face_masks`` without SAM2); feather/colour_match/erode: the blend (``crop.paste_frames``)."""
+
+    crop: CropInfo
+    region: str = "lower_face"
+    dilation: int = 8
+    smoothing: int = 5
+    feather: int = 12
+    colour_match: str = "lab"
+    erode: int = 0
+
+    def __post_init__(self):
+        check_region(self.region)
+        if self.colour_match not in COLOUR_MODES:
+            raise ValueError(f"colour_match '{self.colour_match}' is not one of {', '.join(COLOUR_MODES)}.")
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.crop.rects.shape[0])
+
+    def check_video(self, video: VideoFile, name: str = "source_video") -> None:
+        """Refuse a video other than the one the plan was made on (frame count and size)."""
+        h, w = self.crop.source_size
+        if (video.num_frames, video.height, video.width) != (self.num_frames, h, w):
+            raise ValueError(f"{name}: {video.num_frames} frames of {video.width}x{video.height}, but the face plan "
+                             f"was made on {self.num_frames} frames of {w}x{h}: connect the same Load Video to "
+                             f"'InfiniteTalk Face Plan (video)' and to the sampler's {name}.")
+
+
+class FaceCropSource(VideoSource):
+    """The face crops of a video file as the sampler's source: ``frames_at`` decodes the source frames shown
+    at the given output frames and crops each per the plan (as ``crop_frames``), then to (th, tw)."""
+
+    def __init__(self, video: VideoFile, plan: FacePlan, fps: float, th: int, tw: int, end: str = "hold"):
+        plan.check_video(video)
+        super().__init__(video, fps, th, tw, end)
+        self.plan = plan
+
+    def frames_at(self, frames) -> torch.Tensor:
+        crops = []
+        for f in frames:
+            i = self.index(f)
+            crops.append(crop_frame(torch.from_numpy(self.video.frame(i)) / 255.0, self.plan.crop, i))
+        return resize_and_crop(torch.stack(crops), self.th, self.tw)
+
+    def fingerprint(self) -> tuple:
+        """The video file and the whole plan (crop and paste settings): a changed setting changes the key."""
+        return super().fingerprint(), self.plan
+
+    def paster(self) -> "FacePaster":
+        return FacePaster(self)
+
+
+class FacePaster:
+    """Pastes each window's generated crops into the full-resolution source frames, in output order.
+
+    The colour match follows the video (a moving average over frames): its state is part of the render's
+    checkpoint (``state``/``restore``), so a resumed render pastes exactly as an uninterrupted one."""
+
+    def __init__(self, source: FaceCropSource):
+        self.source, self.plan = source, source.plan
+        self.height, self.width = source.plan.crop.source_size
+        self.matcher = ColourMatcher(self.plan.colour_match)
+        self._raw: dict[int, torch.Tensor] = {}  # unsmoothed masks of the last few source frames
+        self._limit: tuple | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    def _raw_mask(self, j: int) -> torch.Tensor:
+        if j not in self._raw:
+            boxes = self.plan.crop.boxes[j:j + 1]
+            self._raw[j] = dilate(ellipse_masks(boxes, self.height, self.width, self.plan.region),
+                                  self.plan.dilation)[0]
+            keep = self.plan.smoothing + 1  # the neighbours of the next frames
+            for old in sorted(self._raw)[:-keep] if len(self._raw) > keep else []:
+                del self._raw[old]
+        return self._raw[j]
+
+    def mask(self, i: int) -> torch.Tensor:
+        """[H,W] float 0..1: the paste mask of source frame ``i`` (= ``face_masks(...)[i]`` for these boxes)."""
+        return smoothed_frame(self._raw_mask, i, self.plan.num_frames, self.plan.smoothing).clamp_(0, 1)
+
+    def _paste_limit(self, rect: tuple) -> torch.Tensor:
+        if self._limit is None or self._limit[0] != rect:
+            self._limit = rect, paste_limit(rect, self.height, self.width, self.plan.feather)
+        return self._limit[1]
+
+    def frames(self, first_frame: int, generated: torch.Tensor) -> Iterator[torch.Tensor]:
+        """Output frames ``first_frame ..`` from their generated crops [n,h,w,3]: yields [H,W,3] float32 0..1
+        one at a time (nothing but one full-resolution frame is held)."""
+        for k in range(generated.shape[0]):
+            i = self.source.index(first_frame + k)
+            frame = torch.from_numpy(self.source.video.frame(i)) / 255.0
+            rect = tuple(int(v) for v in self.plan.crop.rects[i])
+            paste_frame(frame, generated[k], rect, self.mask(i), self._paste_limit(rect), self.plan.feather,
+                        self.matcher, self.plan.erode)
+            yield frame
+
+    def state(self) -> dict:
+        """What the next window's paste needs (the colour match's running correction)."""
+        return {} if self.matcher.state is None else {"face_colour": self.matcher.state.clone()}
+
+    def restore(self, state: dict | None) -> None:
+        self.matcher.state = None if not state or "face_colour" not in state else state["face_colour"].clone()
