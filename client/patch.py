@@ -82,7 +82,7 @@ def apply(workflow: dict, job: Job, prefix: str) -> tuple[dict, list]:
             prompt[sampler]["inputs"].update(size)
             if "width" in size:  # face-only dubbing: the crop is generated at the sampler's size
                 for node in prompt.values():
-                    if node["class_type"] == "InfiniteTalkFaceCrop":
+                    if node["class_type"] in ("InfiniteTalkFaceCrop", "InfiniteTalkFacePlan"):
                         node["inputs"].update(width=size["width"], height=size["height"])
     prompt[_node(prompt, "output", "output (SaveVideo)")]["inputs"]["filename_prefix"] = f"{prefix}/{job.id}"
     for (title, name), value in job.overrides.items():

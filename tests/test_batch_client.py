@@ -122,7 +122,7 @@ def test_patch_finds_untitled_nodes_by_graph_and_adds_a_face_image(tmp_path):
 
 def test_patch_face_only_size_sets_the_crop_too(tmp_path):
     prompt, _ = apply(_api("face_only_dubbing"), _job(tmp_path, size="256x320"), "b")
-    crop = next(n for n in prompt.values() if n["class_type"] == "InfiniteTalkFaceCrop")
+    crop = next(n for n in prompt.values() if n["class_type"] == "InfiniteTalkFacePlan")
     assert (crop["inputs"]["width"], crop["inputs"]["height"]) == (256, 320)
 
 

@@ -87,14 +87,9 @@ def test_sampler_settings_fit_the_lightx2v_lora(name):
     assert (settings["steps"], settings["cfg"], settings["audio_cfg"], settings["denoise"]) == (4, 1.0, 2.0, 1.0)
     assert settings["seed"] == 42 and sampler["widgets_values"][settings_index(sampler, "seed") + 1] == "fixed"
     (save,) = _nodes(workflow, "SaveVideo")
-    if name.startswith("InfiniteTalk face-only"):  # frames are pasted into the source first
-        (create,) = _nodes(workflow, "CreateVideo")
-        assert _source_of(workflow, create, "audio") == (sampler, 1)
-        assert _source_of(workflow, create, "fps") == (sampler, 2)
-        assert _source_of(workflow, save, "video") == (create, 0)
-    else:  # the sampler's own mp4, written window by window with the trimmed original sound
-        assert _source_of(workflow, save, "video") == (sampler, 3)
-        assert not _nodes(workflow, "CreateVideo")
+    # the sampler's own mp4, written window by window with the trimmed original sound (face-only: pasted first)
+    assert _source_of(workflow, save, "video") == (sampler, 3)
+    assert not _nodes(workflow, "CreateVideo")
     (embeds,) = _nodes(workflow, "InfiniteTalkAudioEmbeds")
     assert _values(workflow, embeds)["fps"] == 25.0
 
@@ -103,22 +98,22 @@ def settings_index(node, name):
     return [n for n, _ in wc.widget_slots(SPECS[node["type"]])].index(name)
 
 
-def test_face_only_path_pastes_the_generated_crop_into_the_source():
+def test_face_only_path_streams_the_video_through_the_face_plan():
+    """LoadVideo (VIDEO) -> Face Plan (video) -> sampler (source_video + face_plan) -> SaveVideo: no frames of the
+    whole video in memory (no GetVideoComponents), the sampler generates the crop size and pastes."""
     workflow = wc.load(FOLDER / "InfiniteTalk face-only dubbing.json")
-    (mask,), (crop,), (paste,), (sampler,) = (_nodes(workflow, t) for t in (
-        "InfiniteTalkFaceMask", "InfiniteTalkFaceCrop", "InfiniteTalkFacePaste", "InfiniteTalkSampler"))
-    (components,) = _nodes(workflow, "GetVideoComponents")
-    assert _source_of(workflow, crop, "mask") == (mask, 0)
-    assert _source_of(workflow, sampler, "source") == (crop, 0)
-    assert _source_of(workflow, paste, "images") == (sampler, 0)
-    assert _source_of(workflow, paste, "crop_info") == (crop, 1)
-    assert _source_of(workflow, paste, "source_images") == (components, 0)
-    crop_size = _values(workflow, crop)
+    (plan,), (sampler,), (load,) = (_nodes(workflow, t) for t in (
+        "InfiniteTalkFacePlan", "InfiniteTalkSampler", "LoadVideo"))
+    assert not any(_nodes(workflow, t) for t in ("GetVideoComponents", "InfiniteTalkFaceCrop",
+                                                  "InfiniteTalkFacePaste", "InfiniteTalkFaceMask"))
+    assert _source_of(workflow, plan, "video") == (load, 0)
+    assert _source_of(workflow, sampler, "source_video") == (load, 0)
+    assert _source_of(workflow, sampler, "face_plan") == (plan, 0)
+    crop_size = _values(workflow, plan)
     settings = _values(workflow, sampler)
     assert settings["resolution"] == "custom width/height"
     assert (settings["width"], settings["height"]) == (crop_size["width"], crop_size["height"])
-    (create,) = _nodes(workflow, "CreateVideo")
-    assert _source_of(workflow, create, "images") == (paste, 0)
+    assert (crop_size["region"], crop_size["feather"], crop_size["colour_match"]) == ("lower_face", 12, "lab")
 
 
 def test_checker_reports_broken_workflows():
