@@ -83,7 +83,7 @@ def test_server_validates_the_api_form(comfy_server, name):
         with pytest.raises(RuntimeError, match="workflow failed") as failure:
             comfy_server.run(prompt, timeout=120)
         # It stops at an empty model file, or at the automatic face detection (a blank placeholder video).
-        stoppers = {loader for loader, _ in MODEL_FOLDERS} | {"InfiniteTalkFaceMask"}
+        stoppers = {loader for loader, _ in MODEL_FOLDERS} | {"InfiniteTalkFaceMask", "InfiniteTalkFacePlan"}
         assert any(f"failed: {node}: " in str(failure.value) for node in stoppers), str(failure.value)
     finally:
         for path in placeholders:

@@ -140,6 +140,51 @@ def test_face_only_dubbing_full_path(server, tiny_models):
 EXAMPLES = Path(__file__).resolve().parents[2] / "example_workflows"
 
 
+def test_face_only_api_workflow_streams(tiny_models):
+    """The face-only example as exported (API format: LoadVideo -> Face Plan (video) -> sampler with source_video
+    and face_plan -> SaveVideo) with tiny models: the mp4 is full resolution with the audio's length, and the
+    sampler's frames (saved losslessly as PNG) equal the source bit for bit outside the mask and its feather."""
+    import json
+    srv = tiny_models
+    _write_clip(srv.input_dir / "face_clip.mp4")
+    shutil.copyfile(golden.media("speech_1.wav"), srv.input_dir / "speech.wav")
+    lora = "it_tiny_lora_face_api.safetensors"
+    shutil.copyfile(srv.models_dir / "loras" / "it_tiny_lora.safetensors", srv.models_dir / "loras" / lora)
+    api = json.loads((EXAMPLES / "api" / "infinitetalk_face_only_dubbing.json").read_text())
+    prompt = _shrink(api, golden.case("a_dit_tiny")["config"]["text_dim"],
+                     {"LoadVideo": "face_clip.mp4", "LoadAudio": "speech.wav"}, lora)
+    ids = {v["class_type"]: k for k, v in prompt.items()}
+    plan, sampler, load = (prompt[ids[k]]["inputs"] for k in ("InfiniteTalkFacePlan", "InfiniteTalkSampler",
+                                                               "LoadVideo"))
+    plan.update(feather=FEATHER, dilation=DILATION, smoothing=1, region="face")
+    prompt["90"] = {"class_type": "SaveImage", "inputs": {"images": [ids["InfiniteTalkSampler"], 0],
+                                                          "filename_prefix": "face_api/pasted"}}
+    prompt["91"] = {"class_type": "GetVideoComponents", "inputs": {"video": [ids["LoadVideo"], 0]}}
+    prompt["92"] = {"class_type": "SaveImage", "inputs": {"images": ["91", 0], "filename_prefix": "face_api/source"}}
+    entry = srv.run(prompt, timeout=600)
+    text = "\n".join(entry["outputs"][ids["InfiniteTalkSampler"]]["text"])
+    assert "streamed" in text and "2 windows" in text, text
+    assert "face from the typed box" in entry["outputs"][ids["InfiniteTalkFacePlan"]]["text"][0]
+    frames = round(SECONDS * FPS)
+    prefix = prompt[ids["SaveVideo"]]["inputs"]["filename_prefix"]
+    videos = sorted(srv.output_dir.glob(prefix + "*.mp4"))
+    assert videos, entry["outputs"]
+    count, fps, audio_s = _duration(videos[-1])
+    assert (count, fps) == (frames, FPS) and abs(audio_s - SECONDS) <= 1.5 / FPS
+    with av.open(str(videos[-1])) as c:
+        assert (c.streams.video[0].width, c.streams.video[0].height) == (SIZE, SIZE)
+    pasted, source = _saved(srv, entry, "90"), _saved(srv, entry, "92")
+    assert pasted.shape == (frames, SIZE, SIZE, 3)
+    box = tuple(float(v) for v in BOX.split(","))
+    mask, _, _ = face_masks(torch.zeros(frames, SIZE, SIZE, 3), box=box, region="face", dilation=DILATION,
+                            smoothing=1)
+    outside = (dilate(mask, FEATHER + 1) == 0).numpy()
+    assert outside.mean() > 0.5
+    assert np.array_equal(pasted[outside], source[:frames][outside])  # bit-identical outside mask + feather
+    inside = (mask > 0.99).numpy()
+    assert np.abs(pasted.astype(int) - source[:frames].astype(int))[inside].mean() > 5  # the face was regenerated
+
+
 VOCALS = "it-small-melband.safetensors"
 
 
@@ -171,6 +216,8 @@ def _shrink(prompt: dict, text_dim: int, media: dict, lora: str) -> dict:
             inputs["box"] = BOX  # the automatic detector needs OpenCV, which ComfyUI's python may lack
         elif kind == "InfiniteTalkFaceCrop":
             inputs.update(width=64, height=64)
+        elif kind == "InfiniteTalkFacePlan":
+            inputs.update(width=64, height=64, box=BOX)
         elif kind in ("LoadVideo", "LoadAudio", "LoadImage"):
             key = {"LoadVideo": "file", "LoadAudio": "audio", "LoadImage": "image"}[kind]
             inputs[key] = media[kind]
