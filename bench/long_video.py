@@ -6,11 +6,15 @@ interface, stub CLIP vision / text / audio embeddings: tests/integration/sampler
 is the streaming: decoding the 854x480 source window by window, writing H.264 segments, checkpoints and the
 final mux. Output 112x64, 1 step, cfg 1 (2 DiT calls per window), window 81 / motion 9.
 
+``--face``: the face-only path instead, streamed the same way: LoadVideo -> InfiniteTalk Face Plan (video) (a typed
+box) -> sampler (source_video + face_plan: a 64x64 face crop generated per window, pasted into the 854x480 frames,
+which the mp4 holds) -> SaveVideo.
+
 RSS of the ComfyUI server process is sampled every 0.2 s. The audio embeddings are an INPUT that grows with the
 audio (12 x 768 float32 per frame = 0.92 MB/s, as the real wav2vec2 embeddings); the bound is on what the render
 adds on top of them. Time per window is read from the sampler's progress line ("window i/n done in x s").
 
-    COMFYUI_PATH=/root/ComfyUI python bench/long_video.py [--minutes 1 5 20]
+    COMFYUI_PATH=/root/ComfyUI python bench/long_video.py [--minutes 1 5 20] [--face]
 """
 from __future__ import annotations
 
@@ -34,6 +38,17 @@ from test_long_video_comfyui import long_prompt, queue, tiny_models, wait, write
 
 SOURCE_MINUTES = 5  # the source video; longer audio ping-pongs over it
 EMBED_BYTES_PER_FRAME = 12 * 768 * 4
+FACE_BOX = "347,140,507,340"  # a "face" box in the 854x480 frame (typed: no detector needed)
+
+
+def face_only(prompt: dict) -> dict:
+    """The streamed face-only path: Face Plan (video) on the LoadVideo, its plan into the sampler (64x64 crop)."""
+    prompt["2"] = {"class_type": "InfiniteTalkFacePlan", "inputs": {
+        "video": ["1", 0], "width": 64, "height": 64, "padding": 0.6, "window": 0, "region": "lower_face",
+        "detect_every": 5, "dilation": 8, "smoothing": 5, "feather": 12, "colour_match": "lab", "erode": 0,
+        "box": FACE_BOX}}
+    prompt["10"]["inputs"].update(face_plan=["2", 0], width=64, height=64)
+    return prompt
 
 
 def write_480p(path: Path, seconds: float, fps: int = 25) -> None:
@@ -91,7 +106,9 @@ def window_times(log: str, total: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, nargs="+", default=[1, 5, 20])
+    parser.add_argument("--face", action="store_true", help="the face-only path (Face Plan (video) + face_plan)")
     args = parser.parse_args()
+    shape = face_only if args.face else (lambda prompt: prompt)
     comfyui = find_comfyui()
     base = Path(tempfile.mkdtemp(prefix="it_long_bench_"))
     (base / "custom_nodes").mkdir(parents=True)
@@ -105,9 +122,10 @@ def main() -> None:
         tiny_models(srv)
         t = time.monotonic()
         write_480p(srv.input_dir / "src480.mp4", SOURCE_MINUTES * 60)
-        print(f"ComfyUI {comfyui}; source 854x480 25 fps {SOURCE_MINUTES} min written in {time.monotonic() - t:.0f} s")
+        print(f"ComfyUI {comfyui}; source 854x480 25 fps {SOURCE_MINUTES} min written in {time.monotonic() - t:.0f} s"
+              + ("; face-only path (64x64 crop pasted into 854x480)" if args.face else ""))
         write_tone(srv.input_dir / "warm.wav", 4)
-        wait(srv, queue(srv, long_prompt("src480.mp4", "warm.wav", 4.0, "bench/warm", name="it_long")))
+        wait(srv, queue(srv, shape(long_prompt("src480.mp4", "warm.wav", 4.0, "bench/warm", name="it_long"))))
         rows = []
         for minutes in args.minutes:
             seconds = minutes * 60
@@ -118,6 +136,7 @@ def main() -> None:
             t = time.monotonic()
             prompt = long_prompt("src480.mp4", f"tone{minutes:g}.wav", seconds, f"bench/m{minutes:g}")
             prompt["10"]["inputs"].update(width=112, height=64, source_end="pingpong")
+            prompt = shape(prompt)
             entry = wait(srv, queue(srv, prompt), timeout=6 * 3600)
             wall = time.monotonic() - t
             sampler.stop.set()

@@ -22,7 +22,7 @@ from ..pipeline.window_plan import MAX_MOTION, MAX_WINDOW, SOURCE_END
 from . import host
 from .adapters import ComfyClipVision, ComfyVAE
 from .prompt_schedule import START_KEY, UNIT_KEY
-from .streaming import make_source, open_source, source_size, stream_render, wants_frames
+from .streaming import face_note, make_source, open_source, source_size, stream_render, wants_frames
 
 TEXT_LEN = 512
 RESOLUTIONS = [f"{b}p bucket" for b in BUCKETS] + ["custom width/height"]
@@ -251,7 +251,8 @@ class InfiniteTalkSampler:
         prepared = prepare(job)  # validated and planned once; the loop runs exactly this plan
         plan, schedule = prepared.plan, prepared.schedule
         mode = "I2V (image)" if job.source.is_image else (f"V2V ({job.source.num_frames} frames @ {source_fps:g} fps"
-                                                          f"{', streamed' if video is not None else ''})")
+                                                          f"{', streamed' if video is not None else ''}"
+                                                          f"{face_note(face_plan)})")
         denoise_warning = schedule.denoise_warning(denoise)
         notes = [n for n in (mask_size_note(m, src_h, src_w, name) for name, m in (("mask_1", mask_1), ("mask_2", mask_2))
                              if m is not None and two) if n]

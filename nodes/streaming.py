@@ -52,6 +52,14 @@ def source_size(frames, video, face_plan=None) -> tuple[int, int]:
     return (int(frames.shape[1]), int(frames.shape[2])) if video is None else (video.height, video.width)
 
 
+def face_note(face_plan) -> str:
+    """The report's words for a face-only render ('' without a face plan)."""
+    if face_plan is None:
+        return ""
+    (h, w), (sh, sw) = face_plan.crop.target_size, face_plan.crop.source_size
+    return f", face-only: a {w}x{h} face crop generated and pasted into the {sw}x{sh} frames"
+
+
 def wants_frames(prompt, unique_id) -> bool:
     """Whether any node of the queued prompt reads this node's IMAGE output (index 0). Outside a prompt
     (tests, scripts) the frames are returned."""
