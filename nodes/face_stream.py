@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from . import host
-from .mask import CATEGORY, _BOX, _COLOUR, _DETECT_EVERY, _ERODE, _FEATHER, _REGION, _box_or_none
+from .mask import CATEGORY, SAM2_TYPE, _BOX, _COLOUR, _DETECT_EVERY, _ERODE, _FEATHER, _REGION, _box_or_none
 from ..pipeline.mask.composite import mask_size_note
 from ..pipeline.mask.crop import plan_crop
 from ..pipeline.mask.face_box import boxes_from_mask, check_box_in_frame, track_face_boxes
@@ -80,6 +80,9 @@ class InfiniteTalkFacePlan:
                 "erode": _ERODE,
             },
             "optional": {
+                "sam2": (SAM2_TYPE, {"tooltip": "Optional SAM2 model (InfiniteTalk SAM2 Loader): the paste mask follows "
+                         "the face's real outline, segmented window by window from the tracked box. Without it: an "
+                         "ellipse around the face box."}),
                 "mask": ("MASK", {"tooltip": "Optional mask over the face (e.g. painted on the first frame); its "
                          "bounding box is the face box: one mask = every frame, a batch = per frame."}),
                 "box": _BOX,
@@ -97,7 +100,7 @@ class InfiniteTalkFacePlan:
                    "the full-resolution video; pixels outside the feathered mask are exactly the source.")
 
     def run(self, video, width, height, padding, window, region, detect_every, dilation, smoothing, feather,
-            colour_match, erode, mask=None, box="", unique_id=None):
+            colour_match, erode, sam2=None, mask=None, box="", unique_id=None):
         source = open_video(video, "video")
         try:
             h, w, count = source.height, source.width, source.num_frames
@@ -106,13 +109,15 @@ class InfiniteTalkFacePlan:
             source.close()
         crop = plan_crop(boxes, h, w, width, height, padding=padding, window=window, region=region)
         plan = FacePlan(crop, region=region, dilation=dilation, smoothing=smoothing, feather=feather,
-                        colour_match=colour_match, erode=erode)
+                        colour_match=colour_match, erode=erode, sam2=sam2)
         x0, y0, x1, y1 = crop.rects[0].tolist()
         note = None if mask is None else mask_size_note(mask, h, w)
         report = "\n".join(([note] if note else []) + [
             f"{count} frames of {w}x{h}: face from {found}; crop {x1 - x0}x{y1 - y0} at ({x0},{y0}) "
             f"{'for the whole video' if window <= 0 else f'(a new rectangle every {window} frames)'} -> "
-            f"{width}x{height}; paste: {region} ellipse (dilation {dilation}, smoothing {smoothing}), feather "
+            f"{width}x{height}; paste: {region} "
+            f"{'ellipse' if sam2 is None else f'outline (SAM2 {sam2.name}, per window)'} (dilation {dilation}, "
+            f"smoothing {smoothing}), feather "
             f"{feather}, colour match {colour_match}."])
         host.show_text(unique_id, report)
         return {"ui": {"text": [report]}, "result": (plan,)}

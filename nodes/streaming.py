@@ -14,6 +14,7 @@ from ..pipeline.mask.face_stream import FaceCropSource
 from ..pipeline.video.reader import VideoFile, VideoSource
 from ..pipeline.video.render import continue_state, render
 from . import host
+from .managed_model import ensure_loaded
 
 
 def open_source(source, source_video, source_fps: float):
@@ -105,6 +106,9 @@ def stream_render(dit, codec, clip_encoder, job: Job, prepared: Prepared, *, key
                          "generated face crops, which the previous video no longer holds (it was pasted). Render "
                          "the whole audio in one go (resume stays on, so a cancelled or crashed render resumes "
                          "where it stopped), or disconnect face_plan to continue a full-frame render.")
+    patcher = None if paste is None else getattr(paste.plan.sam2, "patcher", None)
+    if patcher is not None:  # before each window's SAM2 pass: the memory manager puts it (back) on the GPU
+        paste.before_segment = lambda: ensure_loaded(patcher)
     start, state = continue_from(continue_video, job, prepared)
     key = render_key(job=job, crf=crf, start=start, continued=state, **key_parts)
     videos, checkpoints = host.render_folders()

@@ -223,3 +223,31 @@ def test_sampler_node_streams_the_face_and_refuses_what_it_cannot(tmp_path):
     _write_video(other, frames=30)
     with pytest.raises(ValueError, match="same Load Video"):
         node.sample(**dict(kw, source_video=host.video_from_file(str(other))))
+
+
+def test_sam2_outline_streams_window_by_window_and_resumes(tmp_path, monkeypatch):
+    """With SAM2 each window segments its own frames (prompted by the tracked box): the paste stays inside the crop
+    rectangle (the source everywhere else), a resumed render gives the same file, and SAM2 is in the key."""
+    pytest.importorskip("transformers.models.sam2_video")
+    from sam2_tiny import TINY_TRUNK, tiny_hf_state_dict, to_meta_keys
+    from infinitetalk_lipsync.pipeline.mask import sam2_keys, sam2_model
+    for k, v in TINY_TRUNK.items():
+        monkeypatch.setitem(sam2_keys.KNOWN_TRUNKS, k, v)
+    torch.save({"model": to_meta_keys(tiny_hf_state_dict())}, str(tmp_path / "sam2.1_hiera_tiny.pt"))
+    sam = sam2_model.load_sam2(str(tmp_path / "sam2.1_hiera_tiny.pt"))
+    path = tmp_path / "clip.mp4"
+    _write_video(path, frames=30)
+    plan = _plan(path, sam2=sam)
+    assert render_key(plan=plan) != render_key(plan=_plan(path)) and render_key(plan=plan) == render_key(plan=plan)
+    whole = _streamed(path, plan, tmp_path, key="whole", n=29)
+    frames = _decode_all(path)[:29]
+    x0, y0, x1, y1 = plan.crop.rects[0].tolist()
+    outside = torch.ones(H, W, dtype=torch.bool)
+    outside[y0:y1, x0:x1] = False
+    assert torch.equal(whole.frames[:, outside], frames[:, outside])
+    assert not torch.equal(whole.frames, frames)
+    with pytest.raises(_Stop):
+        _streamed(path, plan, tmp_path, key="r", n=29, callbacks=_stopper(3))
+    resumed = _streamed(path, plan, tmp_path, key="r", n=29)
+    assert resumed.resumed_at == 1
+    assert torch.equal(_decode_all(resumed.path), _decode_all(whole.path))

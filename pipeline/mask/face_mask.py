@@ -33,6 +33,20 @@ def _follow(box: torch.Tensor, masks: torch.Tensor, present: torch.Tensor) -> to
     return box[None] + torch.cat([shift, shift], dim=1)
 
 
+def sam2_region_masks_(masks: torch.Tensor, present: torch.Tensor, boxes: torch.Tensor, region: str,
+                       dilation: int) -> torch.Tensor:
+    """In place: SAM2's face masks [T,H,W] {0,1} -> the ``region`` part of each, the box ellipse where SAM2 lost
+    the face (``present`` [T] False, or an empty mask), dilated. boxes: [T,4]. Returns lost [T] bool."""
+    count, height, width = masks.shape
+    lost = ~present | (masks.sum(dim=(1, 2)) == 0)
+    for s in range(0, count, CHUNK):
+        part, gone = restrict_to_region(masks[s:s + CHUNK], boxes[s:s + CHUNK], region), lost[s:s + CHUNK]
+        if bool(gone.any()):
+            part[gone] = ellipse_masks(boxes[s:s + CHUNK][gone], height, width, region)
+        masks[s:s + CHUNK] = dilate(part, dilation)
+    return lost
+
+
 def face_masks(frames: torch.Tensor, *, sam=None, user_mask: torch.Tensor | None = None,
                box: tuple[float, float, float, float] | None = None, points=(), region: str = "face",
                dilation: int = 0, smoothing: int = 5, detect_every: int = 5, device="cpu",
@@ -74,12 +88,7 @@ def face_masks(frames: torch.Tensor, *, sam=None, user_mask: torch.Tensor | None
         masks, present = segment_face(sam, frames, boxes[0], points, device=device, progress=update)
         if static:
             boxes = _follow(boxes[0], masks, present)
-        lost = ~present | (masks.sum(dim=(1, 2)) == 0)
-        for s in range(0, count, CHUNK):
-            part, gone = restrict_to_region(masks[s:s + CHUNK], boxes[s:s + CHUNK], region), lost[s:s + CHUNK]
-            if bool(gone.any()):
-                part[gone] = ellipse_masks(boxes[s:s + CHUNK][gone], height, width, region)
-            masks[s:s + CHUNK] = dilate(part, dilation)
+        lost = sam2_region_masks_(masks, present, boxes, region, dilation)
         report = (f"{count} frames: SAM2 {sam.name} {region} mask prompted by {source}; "
                   f"{int(lost.sum())} frame(s) where SAM2 lost the face use the box ellipse.")
     return temporal_smooth_(masks, smoothing).clamp_(0, 1), boxes, report

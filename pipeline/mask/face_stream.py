@@ -17,6 +17,7 @@ crops -> Face Paste with Face Mask's mask.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -26,6 +27,7 @@ from ..resolution import resize_and_crop
 from ..video.reader import VideoFile, VideoSource
 from .colour import COLOUR_MODES, ColourMatcher
 from .crop import CropInfo, crop_frame, paste_frame, paste_limit
+from .face_mask import sam2_region_masks_
 from .regions import check_region, dilate, ellipse_masks, smoothed_frame
 
 FACE_PLAN_TYPE = "INFINITETALK_FACE_PLAN"
@@ -36,7 +38,8 @@ class FacePlan:
     """The streamed face-only render's plan (no frames: memory does not depend on the video's length).
 
     crop: the crop of every source frame (``crop.plan_crop``); region/dilation/smoothing: the paste mask
-    (``face_mask.face_masks`` without SAM2); feather/colour_match/erode: the blend (``crop.paste_frames``)."""
+    (``face_mask.face_masks``); feather/colour_match/erode: the blend (``crop.paste_frames``); sam2: an optional
+    ``Sam2Model``: the mask follows the face's outline, segmented per window (see ``FacePaster``)."""
 
     crop: CropInfo
     region: str = "lower_face"
@@ -45,6 +48,7 @@ class FacePlan:
     feather: int = 12
     colour_match: str = "lab"
     erode: int = 0
+    sam2: object | None = None
 
     def __post_init__(self):
         check_region(self.region)
@@ -54,6 +58,12 @@ class FacePlan:
     @property
     def num_frames(self) -> int:
         return int(self.crop.rects.shape[0])
+
+    def fingerprint(self) -> tuple:
+        """For resume keys: every setting, and SAM2 by its weights (not its memory-manager wrapper)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "sam2"}
+        sam = self.sam2
+        return fields, None if sam is None else (sam.name, str(sam.dtype), sam.model)
 
     def check_video(self, video: VideoFile, name: str = "source_video") -> None:
         """Refuse a video other than the one the plan was made on (frame count and size)."""
@@ -88,11 +98,27 @@ class FaceCropSource(VideoSource):
         return FacePaster(self)
 
 
+class _DecodedFrames:
+    """Source frames ``start .. start + count - 1`` as an IMAGE-like sequence ([H,W,3] float 0..1 each), decoded
+    when indexed: what SAM2's tracker reads one frame at a time."""
+
+    def __init__(self, video: VideoFile, start: int, count: int):
+        self.video, self.start = video, start
+        self.shape = (count, video.height, video.width, 3)
+
+    def __getitem__(self, t: int) -> torch.Tensor:
+        return torch.from_numpy(self.video.frame(self.start + t)) / 255.0
+
+
 class FacePaster:
     """Pastes each window's generated crops into the full-resolution source frames, in output order.
 
     The colour match follows the video (a moving average over frames): its state is part of the render's
-    checkpoint (``state``/``restore``), so a resumed render pastes exactly as an uninterrupted one."""
+    checkpoint (``state``/``restore``), so a resumed render pastes exactly as an uninterrupted one.
+    With SAM2, each window segments the source frames it shows (plus the smoothing's neighbours) in one
+    tracking pass prompted by the face box of its first frame, then takes the region part of the outline
+    (the box ellipse where SAM2 loses the face), as ``face_masks`` does for a whole clip. A window depends on
+    nothing but its own frames, so resume is exact; the outline may differ slightly from one whole-clip pass."""
 
     def __init__(self, source: FaceCropSource):
         self.source, self.plan = source, source.plan
@@ -100,12 +126,29 @@ class FacePaster:
         self.matcher = ColourMatcher(self.plan.colour_match)
         self._raw: dict[int, torch.Tensor] = {}  # unsmoothed masks of the last few source frames
         self._limit: tuple | None = None
+        self.before_segment = lambda: None  # the host's hook before each SAM2 pass (load the model to its device)
 
     @property
     def size(self) -> tuple[int, int]:
         return self.height, self.width
 
+    def _segment(self, indices: list[int]) -> None:
+        """SAM2 masks (region part, dilated) of source frames min(indices) - smoothing/2 .. max + smoothing/2."""
+        from .sam2_video import segment_face
+        half, last = self.plan.smoothing // 2, self.plan.num_frames - 1
+        lo, hi = max(0, min(indices) - half), min(last, max(indices) + half)
+        sam = self.plan.sam2
+        self.before_segment()
+        device = next(sam.model.parameters()).device
+        boxes = self.plan.crop.boxes[lo:hi + 1]
+        masks, present = segment_face(sam, _DecodedFrames(self.source.video, lo, hi - lo + 1), boxes[0],
+                                      device=device)
+        sam2_region_masks_(masks, present, boxes, self.plan.region, self.plan.dilation)
+        self._raw = {lo + t: masks[t] > 0.5 for t in range(masks.shape[0])}  # bool: 1 byte a pixel
+
     def _raw_mask(self, j: int) -> torch.Tensor:
+        if self.plan.sam2 is not None:
+            return self._raw[j]
         if j not in self._raw:
             boxes = self.plan.crop.boxes[j:j + 1]
             self._raw[j] = dilate(ellipse_masks(boxes, self.height, self.width, self.plan.region),
@@ -126,7 +169,9 @@ class FacePaster:
 
     def frames(self, first_frame: int, generated: torch.Tensor) -> Iterator[torch.Tensor]:
         """Output frames ``first_frame ..`` from their generated crops [n,h,w,3]: yields [H,W,3] float32 0..1
-        one at a time (nothing but one full-resolution frame is held)."""
+        one at a time (nothing but one full-resolution frame and, with SAM2, the window's masks are held)."""
+        if self.plan.sam2 is not None:
+            self._segment([self.source.index(first_frame + k) for k in range(generated.shape[0])])
         for k in range(generated.shape[0]):
             i = self.source.index(first_frame + k)
             frame = torch.from_numpy(self.source.video.frame(i)) / 255.0
