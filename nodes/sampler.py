@@ -268,7 +268,8 @@ class InfiniteTalkSampler:
         budget = estimate(windows=len(plan.windows), steps_run=schedule.steps_run, branches=len(branch_names(cfg)),
                           frames=plan.num_frames, window=window, th=th, tw=tw, model=dit,
                           batch_branches=batch_branches, keep_frames=keep,
-                          source_hw=None if video is None else (video.height, video.width))
+                          source_hw=None if video is None else (video.height, video.width),
+                          output_hw=None if face_plan is None else tuple(face_plan.crop.source_size))
         host_free, device_free = host.available_ram(), host.free_device_memory(device)
         info += "\n" + "\n".join(budget.lines(host_free, device_free))
         host.show_text(unique_id, info)

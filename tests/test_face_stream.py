@@ -251,3 +251,12 @@ def test_sam2_outline_streams_window_by_window_and_resumes(tmp_path, monkeypatch
     resumed = _streamed(path, plan, tmp_path, key="r", n=29)
     assert resumed.resumed_at == 1
     assert torch.equal(_decode_all(resumed.path), _decode_all(whole.path))
+
+
+def test_budget_counts_the_frames_output_at_full_resolution():
+    """Face-only: the IMAGE output holds the pasted full-resolution frames, not the crops."""
+    from infinitetalk_lipsync.pipeline.sampler.budget import estimate
+    kw = dict(windows=3, steps_run=2, branches=2, frames=40, window=17, th=CH, tw=CW, model=FakeDiT(),
+              batch_branches=False, keep_frames=True, source_hw=(H, W))
+    assert estimate(**kw).host_frames_bytes == 40 * CH * CW * 3 * 4
+    assert estimate(**kw, output_hw=(H, W)).host_frames_bytes == 40 * H * W * 3 * 4

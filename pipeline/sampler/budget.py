@@ -57,9 +57,10 @@ class Budget:
 
 def estimate(*, windows: int, steps_run: int, branches: int, frames: int, window: int, th: int, tw: int,
              model, batch_branches: bool, keep_frames: bool, source_hw: tuple[int, int] | None,
-             activation_bytes_per_value: int = 2) -> Budget:
+             activation_bytes_per_value: int = 2, output_hw: tuple[int, int] | None = None) -> Budget:
     """model: the DiT (its ``config``: dim, ffn_dim, patch_size; its parameters for the weight bytes).
-    source_hw: the streamed source's frame size (None for an IMAGE source, already in memory)."""
+    source_hw: the streamed source's frame size (None for an IMAGE source, already in memory).
+    output_hw: the output frames' size when it is not (th, tw) (face-only: pasted into the source frames)."""
     config = getattr(model, "config", None)
     dim, ffn = getattr(config, "dim", 5120), getattr(config, "ffn_dim", 13824)
     patch = getattr(config, "patch_size", (1, 2, 2))
@@ -72,5 +73,6 @@ def estimate(*, windows: int, steps_run: int, branches: int, frames: int, window
     cache = 0 if source_hw is None else _SOURCE_CACHE_FRAMES * source_hw[0] * source_hw[1] * 3
     return Budget(windows=windows, forwards=windows * steps_run * branches, frames=frames,
                   host_window_bytes=per_window + cache,
-                  host_frames_bytes=frames * th * tw * 3 * 4 if keep_frames else 0,
+                  host_frames_bytes=frames * (output_hw or (th, tw))[0] * (output_hw or (th, tw))[1] * 3 * 4
+                  if keep_frames else 0,
                   weight_bytes=weights, activation_bytes=activations)
