@@ -58,7 +58,7 @@ def face_note(face_plan) -> str:
     if face_plan is None:
         return ""
     (h, w), (sh, sw) = face_plan.crop.target_size, face_plan.crop.source_size
-    return f", face-only: a {w}x{h} face crop generated and pasted into the {sw}x{sh} frames"
+    return f", face-only: the {w}x{h} face crop pasted back into the {sw}x{sh} frames"
 
 
 def wants_frames(prompt, unique_id) -> bool:

@@ -212,7 +212,7 @@ def test_sampler_node_streams_the_face_and_refuses_what_it_cannot(tmp_path):
     out = node.sample(**kw)
     frames, audio, fps, video_out = out["result"]
     assert frames.shape == (40, H, W, 3)
-    assert f"face-only: a {CW}x{CH} face crop generated and pasted into the {W}x{H} frames" in out["ui"]["text"][0]
+    assert f"face-only: the {CW}x{CH} face crop pasted back into the {W}x{H} frames" in out["ui"]["text"][0]
     with av.open(video_out.get_stream_source()) as c:
         assert (c.streams.video[0].width, c.streams.video[0].height) == (W, H)
     with pytest.raises(ValueError, match="continue_video does not work with face_plan"):
