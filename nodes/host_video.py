@@ -52,10 +52,13 @@ def _spatial_ops(video) -> list[tuple]:
     return ops
 
 
-def _trim(video, source) -> tuple[float, float]:
+def _trim(video, source) -> tuple[float | None, float]:
+    """(start s, duration s); start None for a VIDEO without a trim (it keeps frames before timestamp 0 too)."""
     if hasattr(video, "get_active_trim_window"):
         start, duration = video.get_active_trim_window()
         return float(start), float(duration)
+    if _private(video, "start_time") is None:
+        return None, 0.0
     start, duration = float(_private(video, "start_time") or 0.0), float(_private(video, "duration") or 0.0)
     if start < 0:  # seconds from the end, as those releases counted it
         import av

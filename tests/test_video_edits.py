@@ -105,7 +105,7 @@ def test_an_unknown_pending_edit_is_not_ignored(tmp_path):
 
 def test_a_trim_after_the_end_says_so(tmp_path):
     video = core_video_class("crop")(_clip(tmp_path / "clip.mp4"), start_time=5.0)
-    with pytest.raises(ValueError, match="source_video: no frame.*trim"):
+    with pytest.raises(ValueError, match="source_video: the trim starts at 5 s, after the last frame"):
         VideoFile(*host.video_source(video, "source_video")[1])
 
 

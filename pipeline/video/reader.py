@@ -51,9 +51,9 @@ class VideoFile:
     is at or after ``start_s``; with ``duration_s`` > 0 the video ends before ``start_s + duration_s``. crops: crop
     ops on the upright frame (``frame_rules``); pixels: the host's pixel rule (``frame_rules.PIXEL_RULES``)."""
 
-    def __init__(self, path, start_s: float = 0.0, duration_s: float = 0.0, crops=(), pixels: str = "rgb24"):
+    def __init__(self, path, start_s: float | None = None, duration_s: float = 0.0, crops=(), pixels: str = "rgb24"):
         av = _av()
-        self.path, self.start_s, self.duration_s = path, float(start_s), float(duration_s)
+        self.path, self.start_s, self.duration_s = path, start_s, float(duration_s)
         self.crops = tuple(tuple(op) for op in crops)
         for op in self.crops:
             if len(op) != 5 or op[0] not in CROP_KINDS:
@@ -75,21 +75,25 @@ class VideoFile:
             raise ValueError(f"source_video: {path!r} has no frame rate; re-encode it with a fixed frame rate.")
         self.fps = Fraction(rate)
         tb = self._stream.time_base
-        # the trim in stream timestamps, computed as core computes it (absolute pts, truncated)
-        self._start_pts = int(self.start_s / tb) if self.start_s else None
-        self._end_pts = int((self.start_s + self.duration_s) / tb) if self.duration_s else None
+        # the trim in stream timestamps as core computes it (absolute pts, truncated); a VIDEO with a trim feature
+        # drops frames before pts 0 even when its start is 0 (start_s 0.0), one without (start_s None) does not
+        self._start_pts = None if start_s is None else int(float(start_s) / tb)
+        self._end_pts = int((float(start_s or 0.0) + self.duration_s) / tb) if self.duration_s else None
         self._cache: OrderedDict[int, object] = OrderedDict()
         self._decoder = None
-        self.num_frames = self._count_frames()
         first = self._restart(float(self._start_pts * tb) if self._start_pts else 0.0)
-        while self._start_pts and first[1].pts is not None and first[1].pts < self._start_pts:
+        head_dropped = False
+        while self._start_pts is not None and first[1].pts is not None and first[1].pts < self._start_pts:
+            head_dropped = True
             first = next(self._decoder, None)
             if first is None:
-                raise ValueError(f"source_video: the trim starts at {self.start_s:g} s, after the last frame of "
+                raise ValueError(f"source_video: the trim starts at {start_s:g} s, after the last frame of "
                                  f"{path!r}; set a smaller start time on Load Video.")
         self._t0 = first[0]
-        self._pending = first
         self.height, self.width = self._shape(first[1])
+        whole = not head_dropped and not self._start_pts and self._end_pts is None
+        self.num_frames = self._count_frames(whole)
+        self._pending = None  # counting moved the demuxer: the first lookup seeks
 
     # -- decoding -------------------------------------------------------------------------------------------------
     def _frames(self):
@@ -109,10 +113,10 @@ class VideoFile:
         except StopIteration:
             raise ValueError(f"source_video: {self.path!r} has no decodable video frame.") from None
 
-    def _count_frames(self) -> int:
-        """Frames ``get_components`` would give: the container's count when untrimmed, else the video packets
-        (demuxed, not decoded) with a timestamp inside the trim."""
-        if self._stream.frames and self._start_pts is None and self._end_pts is None:
+    def _count_frames(self, whole: bool) -> int:
+        """Frames ``get_components`` would give: the container's count when the trim keeps the ``whole`` stream,
+        else the video packets (demuxed, not decoded) with a timestamp inside the trim."""
+        if self._stream.frames and whole:
             return int(self._stream.frames)
         start, end = self._start_pts or -(1 << 62), self._end_pts
         if self._start_pts:
@@ -129,7 +133,7 @@ class VideoFile:
             if pts is None or (pts >= start and (end is None or pts < end)):
                 count += 1
         if not count:
-            where = f"{self.start_s:g} s" + (f" + {self.duration_s:g} s" if self.duration_s else "")
+            where = f"{self.start_s or 0:g} s" + (f" + {self.duration_s:g} s" if self.duration_s else "")
             raise ValueError(f"source_video: no frame of {self.path!r} lies in its trim ({where}); set a start time "
                              f"inside the video on Load Video.")
         return count
