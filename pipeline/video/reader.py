@@ -48,7 +48,8 @@ class VideoFile:
 
     path: a file path or a readable binary file object (a ``VideoFromFile`` over BytesIO). start_s/duration_s: the
     trim of a newer core VIDEO, as its ``get_components`` applies it: frame 0 is the first frame whose timestamp
-    is at or after ``start_s``; with ``duration_s`` > 0 the video ends before ``start_s + duration_s``. crops: crop
+    is at or after ``start_s``; with ``duration_s`` > 0 the video ends before ``start_s + duration_s`` (None: a
+    VIDEO without a trim, which keeps every frame). crops: crop
     ops on the upright frame (``frame_rules``); pixels: the host's pixel rule (``frame_rules.PIXEL_RULES``)."""
 
     def __init__(self, path, start_s: float | None = None, duration_s: float = 0.0, crops=(), pixels: str = "rgb24"):
