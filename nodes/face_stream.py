@@ -47,8 +47,7 @@ def face_boxes(video: VideoFile, mask, box: str, detect_every: int, unique_id=No
     def step(n):
         host.throw_if_interrupted()
         bar.update(n)
-    boxes = track_face_boxes(count, lambda t: torch.from_numpy(video.frame(t)) / 255.0, detect_every,
-                             progress=step)
+    boxes = track_face_boxes(count, video.image, detect_every, progress=step)
     return boxes, f"OpenCV face detection on {keys} key frames"
 
 

@@ -2,7 +2,8 @@
 
 Everything a node needs from ComfyUI — devices, memory, interrupts, progress, model
 folders, text on the node — goes through here, except the memory manager's view of our own
-models, which ``managed_model`` (the other host-side module) gives. Outside ComfyUI (unit tests, scripts)
+models, which ``managed_model`` gives, and what a core VIDEO object asks for (trim, crop, pixel conversion),
+which ``host_video`` reads. Outside ComfyUI (unit tests, scripts)
 each function falls back to plain torch behaviour with the same interface, so the
 nodes and the ``pipeline`` core run unchanged.
 """
@@ -174,6 +175,15 @@ class _FileVideo:
     def get_stream_source(self):
         return self.path
 
+    def get_components(self):
+        import types
+        import av
+        with av.open(self.path) as container:
+            images = torch.stack([torch.from_numpy(f.to_ndarray(format="rgb24")) / 255.0
+                                  for f in container.decode(video=0)])
+            rate = float(container.streams.video[0].average_rate)
+        return types.SimpleNamespace(images=images, frame_rate=rate)
+
 
 def video_from_file(path: str):
     """A core VIDEO (``VideoFromFile``) for the video file at ``path``."""
@@ -185,26 +195,10 @@ def video_from_file(path: str):
 
 
 def video_source(video, name: str):
-    """Unwrap a core VIDEO for reading window by window: ('file', (path or binary file object, trim start s,
-    trim duration s)), or for a VIDEO made from frames in memory (core ``CreateVideo``): ('frames', (IMAGE
-    [N,H,W,3], fps)). A crop set on a newer core Load Video is not applied (the sampler's resolution crops)."""
-    try:
-        from comfy_api.input_impl import VideoFromComponents
-    except ImportError:  # tests, CLI
-        VideoFromComponents = ()
-    if not isinstance(video, VideoFromComponents):  # it would encode itself to memory to give a stream source
-        try:
-            source = video.get_stream_source()
-        except (AttributeError, ValueError, OSError, NotImplementedError):
-            source = None
-        if source is not None:
-            trim = getattr(video, "get_active_trim_window", None)  # newer core: Load Video start/duration
-            return "file", (source, *(trim() if trim else (0.0, 0.0)))
-    try:
-        components = video.get_components()
-    except AttributeError:
-        raise ValueError(f"{name}: expected a VIDEO (e.g. from the core Load Video node).") from None
-    return "frames", (components.images, float(components.frame_rate))
+    """Unwrap a core VIDEO for reading window by window: ('file', the arguments of ``reader.VideoFile``: source,
+    trim, crops, pixel rule) or ('frames', (IMAGE [N,H,W,3], fps)); see ``host_video``."""
+    from .host_video import video_source as unwrap
+    return unwrap(video, name)
 
 
 def render_folders() -> tuple[str, str]:

@@ -291,6 +291,8 @@ class InfiniteTalkSampler:
         finally:
             if video is not None:
                 video.close()
+        if rendered.cleanup:
+            info += f"\n{rendered.cleanup}"
         if rendered.resumed_at:
             info += f"\nresumed at window {rendered.resumed_at + 1} (earlier windows from the checkpoint)"
         if step_cache != "off":  # the input (a str) shadows the module here

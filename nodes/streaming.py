@@ -7,6 +7,7 @@ import os
 
 import torch
 
+from ..pipeline.sampler.checkpoint_cleanup import prune_and_report
 from ..pipeline.sampler.loop import Job, Prepared
 from ..pipeline.sampler.resume import Checkpoints, render_key
 from ..pipeline.sampler.source import Source
@@ -85,7 +86,7 @@ def continue_from(continue_video, job: Job, prepared: Prepared):
     video = VideoFile(*value)
     try:
         n = video.num_frames
-        last = torch.stack([torch.from_numpy(video.frame(i)) / 255.0 for i in range(max(0, n - plan.motion), n)])
+        last = torch.stack([video.image(i) for i in range(max(0, n - plan.motion), n)])
     finally:
         video.close()
     return continue_state(plan, n, last, job.source.th, job.source.tw)
@@ -112,6 +113,10 @@ def stream_render(dit, codec, clip_encoder, job: Job, prepared: Prepared, *, key
     start, state = continue_from(continue_video, job, prepared)
     key = render_key(job=job, crf=crf, start=start, continued=state, **key_parts)
     videos, checkpoints = host.render_folders()
+    cleaned = prune_and_report(checkpoints, keep=key)  # abandoned renders' checkpoints
+    if cleaned:
+        info = f"{info}\n{cleaned}"
+        host.show_text(node_id, info)
     path = os.path.join(videos, f"infinitetalk_{key[:16]}.mp4")
     times = []
 
@@ -121,7 +126,10 @@ def stream_render(dit, codec, clip_encoder, job: Job, prepared: Prepared, *, key
         host.show_text(node_id, f"{info}\nwindow {index + 1}/{total} done in {seconds:.1f} s; "
                                 f"ETA {_eta(left * sum(times) / len(times))}")
 
-    rendered = render(dit, codec, clip_encoder, job, path, Checkpoints(checkpoints, key), crf=crf, resume=resume,
-                      keep_frames=keep_frames, device=device, callbacks=callbacks, start=start, state=state,
-                      prepared=prepared, on_window=on_window, paste=paste)
+    store = Checkpoints(checkpoints, key)
+    with store.active():
+        rendered = render(dit, codec, clip_encoder, job, path, store, crf=crf, resume=resume, keep_frames=keep_frames,
+                          device=device, callbacks=callbacks, start=start, state=state, prepared=prepared,
+                          on_window=on_window, paste=paste)
+    rendered.cleanup = cleaned
     return rendered, host.video_from_file(path)

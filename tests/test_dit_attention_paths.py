@@ -128,3 +128,16 @@ def test_int8_kernel_gets_bhsd_and_returns_bshd(monkeypatch):
     import pytest
     with pytest.warns(RuntimeWarning, match="'int8' requested but not importable.*does not support this GPU"):
         assert attention_module.check_backend("int8") == "sdpa"
+
+
+def test_fp8_scales_from_one_pass_extremes_equal_the_centred_definition():
+    """max(max - mean, mean - min) per channel is max |x - mean| exactly, so the one-pass scales are the
+    two-pass ones bit for bit (and so are the e4m3 operands)."""
+    q, k, v = (t.to(torch.bfloat16) for t in _qkv(seed=3, n=(96, 96)))
+    q8, k8, v8, qs, ks, vs, vm = kernels.fp8_operands(q, k, v)
+    kc = k.float() - k.float().mean(dim=1, keepdim=True)
+    vc = v.float() - vm
+    assert torch.equal(ks, kc.abs().amax(dim=(1, 3)).clamp_min(1e-6) / kernels.E4M3_MAX)
+    assert torch.equal(vs, vc.abs().amax(dim=1, keepdim=True).clamp_min(1e-6) / kernels.E4M3_MAX)
+    assert torch.equal(k8.float(), (kc / ks[:, None, :, None]).to(torch.float8_e4m3fn).float())
+    assert torch.equal(v8.float(), (vc / vs).to(torch.float8_e4m3fn).float())

@@ -14,13 +14,14 @@ from infinitetalk_lipsync.pipeline.sampler.source import Source
 from infinitetalk_lipsync.pipeline.video.reader import VideoFile, VideoSource
 from infinitetalk_lipsync.pipeline.video.render import continue_state, render
 from infinitetalk_lipsync.pipeline.window_plan import plan_windows
+from mp4_rotation import set_rotation
 from sampler_fakes import FakeDiT, audio_embeds
 
 av = pytest.importorskip("av")
 H, W = 16, 32
 
 
-def _write_video(path, frames=45, fps=30, size=(24, 40), rotate=None, codec="libx264", fmt=None):
+def _write_video(path, frames=45, fps=30, size=(24, 40), codec="libx264", fmt=None):
     """A clip whose frame i has a distinct colour; lossless-ish so lookups are checkable."""
     rng = np.random.default_rng(0)
     base = rng.integers(0, 200, (*size, 3), dtype=np.uint8)
@@ -30,8 +31,6 @@ def _write_video(path, frames=45, fps=30, size=(24, 40), rotate=None, codec="lib
         s.pix_fmt = "yuv420p"
         if codec == "libx264":
             s.options = {"crf": "0", "g": "10"}
-        if rotate is not None:
-            s.metadata["rotate"] = str(rotate)
         for i in range(frames):
             img = base.copy()
             img[:, :, 2] = (i * 5) % 256
@@ -90,17 +89,25 @@ def test_plan_report_names_the_frame_the_loop_uses():
     assert plan.windows[2].ref_frame != 19  # ping-pong came back, hold would say 19
 
 
-def test_rotated_video_comes_out_upright(tmp_path):
+@pytest.mark.parametrize("degrees,turns", [(90, 1), (180, 2), (270, 3)])
+def test_rotated_video_comes_out_upright(tmp_path, degrees, turns):
+    """A phone clip's display matrix (written into the mp4 track header): upright frames, width and height swapped
+    for 90/270, the same quarter turns (counter-clockwise, np.rot90) current core applies; core 0.3.64/0.8.0's
+    get_components gives the stored, sideways frames (tests/integration/test_video_source_comfyui.py)."""
     path = tmp_path / "phone.mp4"
-    _write_video(path, frames=3, rotate=90)
+    _write_video(path, frames=12)
+    set_rotation(str(path), degrees)
+    raw = _decode_all(path)  # as stored
     with av.open(str(path)) as c:
-        rotation = next(iter(c.decode(video=0))).rotation
-    if not rotation:
-        pytest.skip("this FFmpeg did not store the rotation tag")
+        assert next(iter(c.decode(video=0))).rotation % 360 == degrees
     video = VideoFile(str(path))
-    assert (video.height, video.width) == (40, 24)
-    raw = _decode_all(path)[1]
-    assert torch.equal(torch.from_numpy(video.frame(1)) / 255.0, torch.rot90(raw, k=round(rotation / 90) % 4))
+    assert (video.height, video.width) == ((40, 24) if turns % 2 else (24, 40))
+    for i in (0, 7, 11, 3):
+        assert torch.equal(video.image(i), torch.rot90(raw[i], k=turns))
+        assert torch.equal(torch.from_numpy(video.frame(i)) / 255.0, torch.rot90(raw[i], k=turns))
+    streamed = VideoSource(video, 30.0, 40, 24)  # a portrait render of a portrait clip: nothing cropped
+    if turns % 2:
+        assert torch.equal(streamed.frames_at([5])[0], torch.rot90(raw[5], k=turns))
 
 
 def test_streamed_render_equals_in_memory_render_and_writes_the_mp4(tmp_path):

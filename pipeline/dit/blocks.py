@@ -9,7 +9,7 @@ import torch.nn as nn
 from .attention import attention
 from .audio import AudioCrossAttention, reference_attention_map, speaker_positions
 from .config import DiTConfig
-from .layers import LayerNorm, RMSNorm, gated_add, modulate
+from .layers import FeedForward, LayerNorm, RMSNorm, gated_add, modulate
 from .fused import norm_rope
 
 
@@ -95,8 +95,7 @@ class Block(nn.Module):
         self.norm3 = LayerNorm(cfg.dim, eps=cfg.eps)
         self.cross_attn = I2VCrossAttention(cfg)
         self.norm2 = LayerNorm(cfg.dim, eps=cfg.eps, elementwise_affine=False)
-        self.ffn = nn.Sequential(nn.Linear(cfg.dim, cfg.ffn_dim), nn.GELU(approximate="tanh"),
-                                 nn.Linear(cfg.ffn_dim, cfg.dim))
+        self.ffn = FeedForward(cfg.dim, cfg.ffn_dim)
         self.modulation = nn.Parameter(torch.empty(1, 6, cfg.dim))
         self.audio_cross_attn = AudioCrossAttention(cfg)
         self.norm_x = LayerNorm(cfg.dim, eps=cfg.eps)

@@ -18,6 +18,7 @@ from .attention import check_backend, exact_backend
 from .audio import AudioProjModel, group_audio_windows, token_masks
 from .blocks import Block, BlockInputs
 from .config import DiTConfig
+from . import fused
 from .embeddings import Head, MLPProj, sinusoidal_embedding
 from .layers import Fp32Linear
 from .rope import video_rope_table
@@ -69,8 +70,8 @@ class InfiniteTalkDiT(nn.Module):
         """torch.compile every block's ``forward``, fusing the element-wise work around the GEMMs and attention.
 
         The module hooks stay outside the compiled code, so block swap (which swaps the weights in
-        a pre-hook) works compiled too. H100, 480p: bf16 3.14 -> 3.02 s per forward, fp8 matmul
-        3.21 -> 2.72 s; the first forward at each new shape compiles (about 25 s). CUDA needs
+        a pre-hook) works compiled too. H100, 480p, FA3: bf16 2.79 -> 2.65 s per forward, fp8 matmul with
+        ``fa3_fp8`` 2.38 -> 2.16 s; the first forward at each new shape compiles (about 25 s). CUDA needs
         Triton: without it this warns and returns False, leaving the model eager.
         """
         if torch.device(device).type == "cuda":
@@ -125,6 +126,8 @@ class InfiniteTalkDiT(nn.Module):
             from ..parallel.sequence import SequenceShard  # torch.distributed only where it is used
             shard = SequenceShard(self.sequence_group, h.shape[1])
             h, rope = shard.local(h, 1), shard.local(rope, 0)
+        if h.is_cuda:  # once per process: compiled blocks use the fused kernel only after this check
+            fused.verify(cfg.dim, cfg.eps, rope, cfg.num_heads, dtype)
 
         e = self.time_embedding(sinusoidal_embedding(self._timesteps(t, batch, x.device), cfg.freq_dim))
         e0 = self.time_projection(e).unflatten(1, (6, cfg.dim))

@@ -93,7 +93,7 @@ def quantize_fp8(x: torch.Tensor, rowwise: bool) -> tuple[torch.Tensor, torch.Te
     global _quantize_impl
     if _quantize_impl is None:
         try:
-            compiled = torch.compile(_quantize_fp8, dynamic=True)
+            compiled = torch.compile(_quantize_fp8, dynamic=None)
             compiled(x, rowwise)
             _quantize_impl = compiled
         except Exception as exc:  # no Triton / compiler: correct, just slower

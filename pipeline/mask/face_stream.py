@@ -87,7 +87,7 @@ class FaceCropSource(VideoSource):
         crops = []
         for f in frames:
             i = self.index(f)
-            crops.append(crop_frame(torch.from_numpy(self.video.frame(i)) / 255.0, self.plan.crop, i))
+            crops.append(crop_frame(self.video.image(i), self.plan.crop, i))
         return resize_and_crop(torch.stack(crops), self.th, self.tw)
 
     def fingerprint(self) -> tuple:
@@ -107,7 +107,7 @@ class _DecodedFrames:
         self.shape = (count, video.height, video.width, 3)
 
     def __getitem__(self, t: int) -> torch.Tensor:
-        return torch.from_numpy(self.video.frame(self.start + t)) / 255.0
+        return self.video.image(self.start + t)
 
 
 class FacePaster:
@@ -174,7 +174,7 @@ class FacePaster:
             self._segment([self.source.index(first_frame + k) for k in range(generated.shape[0])])
         for k in range(generated.shape[0]):
             i = self.source.index(first_frame + k)
-            frame = torch.from_numpy(self.source.video.frame(i)) / 255.0
+            frame = self.source.video.image(i)
             rect = tuple(int(v) for v in self.plan.crop.rects[i])
             paste_frame(frame, generated[k], rect, self.mask(i), self._paste_limit(rect), self.plan.feather,
                         self.matcher, self.plan.erode)

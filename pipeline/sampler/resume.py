@@ -6,18 +6,28 @@ independent: each derives its noise from (seed, window index)). The folder is na
 the render key, a hash of every input and setting (``render_key``), so a changed input or setting never
 finds stale windows. Window k's segment is complete on disk before the checkpoint names k + 1, and both
 are replaced atomically, so a crash at any moment leaves a consistent checkpoint.
+
+A folder being rendered is marked in use (``Checkpoints.active``: this process; ``owner.json``: the machine and
+process writing it), so the clean-up of abandoned folders (``checkpoint_cleanup``) never removes it.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import json
 import os
 import shutil
+import socket
 
 import torch
 
 # Bump when the meaning of a checkpoint changes (an old folder is then never reused).
 FORMAT = 1
+# A folder whose owner file names another machine counts as in use while touched within this time.
+FOREIGN_IN_USE_S = 86400
+_OWNER = "owner.json"
+_active: set[str] = set()  # folders rendered by this process now
 # Parameters sampled per weight tensor when fingerprinting a model (weights are not hashed whole: 14B).
 _SAMPLES = 4096
 
@@ -102,11 +112,36 @@ class Checkpoints:
         """Begin from scratch: an empty folder."""
         self.remove()
         os.makedirs(self.folder, exist_ok=True)
+        self._claim()
+
+    @contextlib.contextmanager
+    def active(self):
+        """Mark the folder in use by this process while the block runs (a render)."""
+        path = os.path.abspath(self.folder)
+        _active.add(path)
+        try:
+            yield self
+        finally:
+            _active.discard(path)
+
+    def _claim(self) -> None:
+        """Write the owner file (this machine and process) if it is missing or names another owner."""
+        owner = {"host": socket.gethostname(), "pid": os.getpid()}
+        path = os.path.join(self.folder, _OWNER)
+        try:
+            with open(path) as f:
+                if json.load(f) == owner:
+                    return
+        except (OSError, ValueError):
+            pass
+        with open(path, "w") as f:
+            json.dump(owner, f)
 
     def commit(self, next_window: int, segments: list[int], state: dict) -> None:
         """Record that windows ``segments`` (all those before ``next_window`` that add frames) are on disk,
         and the state window ``next_window`` needs; one atomic file replace."""
         os.makedirs(self.folder, exist_ok=True)
+        self._claim()
         state = {k: v.detach().cpu().clone() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
         tmp = os.path.join(self.folder, "checkpoint.pt.part")
         torch.save({"key": self.key, "format": FORMAT, "next_window": next_window, "segments": list(segments),
@@ -115,3 +150,38 @@ class Checkpoints:
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (unknown counts as alive)."""
+    try:
+        import psutil  # ships with ComfyUI
+        return psutil.pid_exists(pid)
+    except ImportError:
+        pass
+    if os.name != "posix":  # os.kill would terminate it on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def in_use(folder: str, idle_s: float) -> bool:
+    """Whether a render may be writing checkpoint folder ``folder`` (untouched for ``idle_s`` seconds): one of this
+    process's, or one whose owner file names another live process here, or another machine's touched within
+    ``FOREIGN_IN_USE_S``."""
+    if os.path.abspath(folder) in _active:
+        return True
+    try:
+        with open(os.path.join(folder, _OWNER)) as f:
+            owner = json.load(f)
+        host, pid = owner["host"], int(owner["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if host != socket.gethostname():
+        return idle_s < FOREIGN_IN_USE_S
+    return pid != os.getpid() and _alive(pid)

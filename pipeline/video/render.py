@@ -27,7 +27,8 @@ from .writer import DEFAULT_CRF, assemble, encode_segment
 class Rendered:
     """path: the mp4; frames: [n,H,W,3] float32 (None unless asked for); audio: AUDIO dict of the same span;
     fps; first_frame: the output frame the file starts at (0, or where a continued render starts);
-    resumed_at: the window the render (re)started at; seconds_per_window: wall time of each computed window."""
+    resumed_at: the window the render (re)started at; seconds_per_window: wall time of each computed window;
+    cleanup: what the caller's clean-up of abandoned checkpoints removed before it (one line, '' for nothing)."""
 
     path: str
     frames: torch.Tensor | None
@@ -36,6 +37,7 @@ class Rendered:
     first_frame: int
     resumed_at: int
     seconds_per_window: list[float]
+    cleanup: str = ""
 
 
 def continue_state(plan: WindowPlan, previous_frames: int, last: torch.Tensor, th: int, tw: int) -> tuple[int, dict]:
