@@ -8,10 +8,10 @@ final mux. Output 112x64, 1 step, cfg 1 (2 DiT calls per window), window 81 / mo
 
 ``--face``: the face-only path instead, streamed the same way: LoadVideo -> InfiniteTalk Face Plan (video) (a typed
 box) -> sampler (source_video + face_plan: a 64x64 face crop generated per window, pasted into the 854x480 frames,
-which the mp4 holds) -> SaveVideo. Measured on the 2-core CPU dev box (ComfyUI 0.8.0, other tests running
-meanwhile): 1 min = 21 windows, RSS 1150 MB at window 1 and 1184 MB at window 21; 5 min = 105 windows, 1414 MB at
-window 1 and 1385 MB at window 105 (peak 1442 MB: +258 MB over the idle server, of which the audio embeddings
-input is 264 MB); 6-9 s per window (paste and H.264 of 72 frames at 854x480), not growing with the index.
+which the mp4 holds) -> SaveVideo. Measured on the 2-core CPU dev box (ComfyUI 0.8.0): 1 min = 21 windows, RSS
+1133 MB at window 1 and 1118 MB at window 21; 5 min = 105 windows, 1401 MB at window 1 and 1416 MB at window 105;
+peak minus the idle server minus the audio embeddings input: +37 MB (1 min), +46 MB (5 min); 4.3-5.7 s per window
+(paste and H.264 of 72 frames at 854x480; median of the first/last 10% of windows), not growing with the index.
 
 RSS of the ComfyUI server process is sampled every 0.2 s. The audio embeddings are an INPUT that grows with the
 audio (12 x 768 float32 per frame = 0.92 MB/s, as the real wav2vec2 embeddings); the bound is on what the render
