@@ -265,7 +265,7 @@ def main():
     if device.type == "cuda":  # baseline in the same run: the pack's previous default (bf16, SDPA, eager)
         from dit_forward import make_inputs, time_forward
         inputs, _, _ = make_inputs(cfg, size[1], size[0], window, 1, device, dtype)
-        times, _ = time_forward(model, inputs, device, 1)
+        times, _, _ = time_forward(model, inputs, device, 1)
         del inputs
         print(f"baseline forward (bf16, sdpa, eager, 832x480x81): {times[0]:.3f} s", flush=True)
     model.set_attention_backend(args.attention)

@@ -76,7 +76,7 @@ def measure(label, model, inputs, device, runs, baseline=None):
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    times, _ = time_forward(model, inputs, device, runs)
+    times, _, _ = time_forward(model, inputs, device, runs)
     median = statistics.median(times)
     line = f"{label:<34} {median:8.3f} s/forward ({', '.join(f'{t:.3f}' for t in times)})"
     if baseline:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.dit_forward import RESOLUTIONS, SMOKE, build_model, make_inputs, sync  # noqa: E402
+from bench.dit_forward import RESOLUTIONS, SMOKE, build_model, make_inputs, sync, time_forward  # noqa: E402
 from pipeline.dit import WAN_I2V_14B, DiTConfig  # noqa: E402
 from pipeline.parallel.layout import check_world  # noqa: E402
 from pipeline.parallel.pool import ParallelDiT  # noqa: E402
@@ -34,7 +34,7 @@ class AllToAllProbe(torch.nn.Module):
         self.cfg, self.dtype, self.device = cfg, dtype, device
         self.sequence_group = None
 
-    def forward(self, x, t, context, clip_fea, y, audio, speaker_masks=None):
+    def forward(self, x, t, context, clip_fea, y, audio, speaker_masks=None, audio_scale=1.0):
         from pipeline.parallel.sequence import SequenceShard
         tokens = x.shape[2] * (x.shape[3] // 2) * (x.shape[4] // 2)
         if self.sequence_group is not None:
@@ -53,15 +53,8 @@ def worker_model(device, smoke: bool, attention: str, probe: bool = False):
 
 
 def timed(model, inputs, device, runs):
-    with torch.inference_mode():
-        out = model(**inputs)
-        sync(device)
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            model(**inputs)
-            sync(device)
-            times.append(time.perf_counter() - start)
+    """(median seconds of ``runs`` forwards, the warm-up's output): ``dit_forward.time_forward``'s rule."""
+    times, _, out = time_forward(model, inputs, device, runs)
     return statistics.median(times), out
 
 

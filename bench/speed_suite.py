@@ -14,7 +14,7 @@ import traceback
 
 import torch
 
-from dit_forward import forward_flops, make_inputs, sync
+from dit_forward import forward_flops, make_inputs, sync, time_forward
 import importlib
 
 from pipeline.dit import attention_kernels
@@ -59,19 +59,8 @@ def _reset(device):
 def timed(model, inputs, device, runs):
     """(median seconds of ``runs`` forwards after a warm-up, warm-up seconds, the warm-up's output fp32)."""
     _reset(device)
-    with torch.inference_mode():
-        sync(device)
-        start = time.perf_counter()
-        out = model(**inputs).float()
-        sync(device)
-        warm = time.perf_counter() - start
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            model(**inputs)
-            sync(device)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times), warm, out
+    times, warm, out = time_forward(model, inputs, device, runs)
+    return statistics.median(times), warm, out.float()
 
 
 def attention_calls(device, dtype, tokens, heads, head_dim, runs=10):

@@ -16,20 +16,27 @@ from __future__ import annotations
 
 MUTED, BYPASS = 2, 4
 VIRTUAL = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}  # frontend-only: never sent to the server
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+DYNAMIC = "COMFY_DYNAMICCOMBO_V3"  # V3 DynamicCombo (0.38's SaveVideo): a combo whose choice adds nested widgets
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", DYNAMIC, "VIDEO_EDIT"}
 SEED_NAMES = ("seed", "noise_seed")  # the frontend gives these INT widgets a control_after_generate value
+_UPLOADS = ("audio_upload", "image_upload", "video_upload", "animated_image_upload")
 
 
 class ConversionError(ValueError):
     pass
 
 
-def _entry_type(entry: list) -> str:
+def entry_type(entry: list) -> str:
     return "COMBO" if isinstance(entry[0], list) else entry[0]
 
 
-def _options(entry: list) -> dict:
+def options(entry: list) -> dict:
     return entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
+
+
+def dynamic_options(entry: list) -> dict:
+    """A DynamicCombo's choices -> the inputs each adds ({"required": {...}, "optional": {...}})."""
+    return {o["key"]: o.get("inputs", {}) for o in options(entry).get("options", [])}
 
 
 def declared_inputs(spec: dict) -> list[tuple[str, list, bool]]:
@@ -44,29 +51,51 @@ def declared_inputs(spec: dict) -> list[tuple[str, list, bool]]:
 
 
 def is_widget(entry: list) -> bool:
-    return _entry_type(entry) in WIDGET_TYPES and not _options(entry).get("forceInput")
+    return entry_type(entry) in WIDGET_TYPES and not options(entry).get("forceInput")
 
 
 def _editor_only_values(name: str, entry: list) -> int:
-    """How many values the editor stores after this widget that are not inputs."""
-    opts, kind = _options(entry), _entry_type(entry)
+    """How many values the editor stores for this widget that are not inputs."""
+    opts, kind = options(entry), entry_type(entry)
     if opts.get("audio_upload"):
         return 2  # audio player + upload button
-    if opts.get("image_upload") or opts.get("video_upload") or opts.get("animated_image_upload"):
+    if any(opts.get(k) for k in _UPLOADS):
         return 1  # upload button
     if kind in ("INT", "COMBO") and (opts.get("control_after_generate") or (kind == "INT" and name in SEED_NAMES)):
         return 1  # control after generate
     return 0
 
 
-def widget_slots(spec: dict) -> list[str | None]:
+def widget_slot_entries(spec: dict, values: list | None = None) -> list[tuple[str | None, list | None, bool]]:
+    """(input name, spec entry, may be missing) per position of ``widgets_values``; (None, None, True) for a
+    value only the editor keeps. A DynamicCombo's nested widgets follow it as ``combo.inner``, for the option
+    chosen in ``values`` (else its first). Upload buttons and the audio player come after every input's widget,
+    as the frontend adds them. "May be missing": optional, nested or editor-only slots, which a saved list may
+    stop before."""
+    slots: list = []
+    uploads: list = []
+
+    def add(inputs: list, prefix: str, nested: bool):
+        for name, entry, optional in inputs:
+            if not is_widget(entry):
+                continue
+            slots.append((prefix + name, entry, optional or nested))
+            extra = [(None, None, True)] * _editor_only_values(name, entry)
+            (uploads if any(options(entry).get(k) for k in _UPLOADS) else slots).extend(extra)
+            if entry_type(entry) == DYNAMIC:
+                chosen = values[len(slots) - 1] if values is not None and len(slots) <= len(values) else None
+                choices = dynamic_options(entry)
+                inner = choices.get(chosen, next(iter(choices.values()), {}))
+                add([(n, list(e), section == "optional") for section in ("required", "optional")
+                     for n, e in inner.get(section, {}).items()], prefix + name + ".", True)
+
+    add(declared_inputs(spec), "", False)
+    return slots + uploads
+
+
+def widget_slots(spec: dict, values: list | None = None) -> list[str | None]:
     """The input name of each position of ``widgets_values`` (None: a value only the editor keeps)."""
-    slots = []
-    for name, entry, _ in declared_inputs(spec):
-        if is_widget(entry):
-            slots.append(name)
-            slots.extend([None] * _editor_only_values(name, entry))
-    return slots
+    return [name for name, _, _ in widget_slot_entries(spec, values)]
 
 
 def _links(workflow: dict) -> dict:
@@ -161,7 +190,7 @@ def _widget_values(node: dict, spec: dict) -> dict:
     if isinstance(values, dict):  # some custom nodes store widgets by name
         names = {name for name, entry, _ in declared_inputs(spec) if is_widget(entry)}
         return {k: v for k, v in values.items() if k in names}
-    slots = widget_slots(spec)
+    slots = widget_slots(spec, values)
     # Newer frontends stop before trailing editor-only values (e.g. an upload button) and unset optional widgets.
     if len(values) > len(slots):
         raise ConversionError(

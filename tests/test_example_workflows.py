@@ -23,7 +23,7 @@ def _nodes(workflow, class_type):
 
 
 def _values(workflow, node):
-    return dict((name, v) for (name, _), v in zip(wc.widget_slots(SPECS[node["type"]]), node["widgets_values"]) if name)
+    return dict((name, v) for name, v in zip(wc.widget_slots(SPECS[node["type"]]), node["widgets_values"]) if name)
 
 
 def _source_of(workflow, node, input_name):
@@ -95,7 +95,7 @@ def test_sampler_settings_fit_the_lightx2v_lora(name):
 
 
 def settings_index(node, name):
-    return [n for n, _ in wc.widget_slots(SPECS[node["type"]])].index(name)
+    return wc.widget_slots(SPECS[node["type"]]).index(name)
 
 
 def test_face_only_path_streams_the_video_through_the_face_plan():
@@ -171,7 +171,7 @@ def test_workflow_loads_with_comfyui_038_video_nodes(name):
     workflow = wc.load(FOLDER / f"{name}.json")
     assert wc.check(workflow, SPECS_038, grown_outputs=True) == []
     (save,) = _nodes(workflow, "SaveVideo")
-    slots = dict(zip([n for n, _ in wc.widget_slots(SPECS_038["SaveVideo"], save["widgets_values"])],
+    slots = dict(zip(wc.widget_slots(SPECS_038["SaveVideo"], save["widgets_values"]),
                      save["widgets_values"]))
     assert (slots["format"], slots["format.codec"]) == ("mp4", "h264")
 

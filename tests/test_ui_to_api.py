@@ -98,3 +98,27 @@ def test_clear_errors():
         ui_to_api(_graph([_node(1, "Nope")], []), SPECS)
     with pytest.raises(ConversionError, match="subgraphs"):
         ui_to_api({**_graph([], []), "definitions": {"subgraphs": [{"id": "x"}]}}, SPECS)
+
+
+def test_comfyui_038_save_video_dynamic_combo_becomes_dotted_keys():
+    """0.38.1's SaveVideo (its /object_info entry, tests/data): ``format`` is a DynamicCombo whose chosen option adds
+    ``codec``; the frontend sends them as ``format`` and ``format.codec`` (the server re-nests dotted keys)."""
+    import json
+    specs = json.loads((Path(__file__).parent / "data" / "comfyui_0.38.1_video_nodes.json").read_text())
+    spec = specs["SaveVideo"]
+    slots = widget_slots(spec, ["video/x", "mp4", "h264"])
+    assert slots[:3] == ["filename_prefix", "format", "format.codec"]
+    g = _graph([_node(1, "SaveVideo", ["video/x", "mp4", "h264"],
+                      inputs=[{"name": "video", "type": "VIDEO", "link": None}])], [])
+    inputs = ui_to_api(g, specs)["1"]["inputs"]
+    assert inputs["filename_prefix"] == "video/x" and inputs["format"] == "mp4" and inputs["format.codec"] == "h264"
+
+
+def test_upload_buttons_come_after_every_widget():
+    """The frontend appends the upload widget after all of a node's inputs' widgets, so a widget declared after the
+    upload combo comes before the upload button's value."""
+    spec = {"input": {"required": {"file": [["a.mp4"], {"video_upload": True}], "start": ["FLOAT", {}]}},
+            "input_order": {"required": ["file", "start"]}, "output": ["VIDEO"]}
+    assert widget_slots(spec) == ["file", "start", None]
+    g = _graph([_node(1, "LoadClip", ["a.mp4", 2.5, "image"])], [])
+    assert ui_to_api(g, {"LoadClip": spec})["1"]["inputs"] == {"file": "a.mp4", "start": 2.5}

@@ -1,12 +1,13 @@
 """Check ComfyUI UI-format workflows (what the editor saves: nodes with positional ``widgets_values``,
-``links`` [id, from_node, from_slot, to_node, to_slot, type]) against node specs, and convert them to the
-API format that ``/prompt`` takes.
+``links`` [id, from_node, from_slot, to_node, to_slot, type]) against node specs (the conversion to the API format
+``/prompt`` takes is ``client.ui_to_api``).
 
 Specs are ``/object_info`` entries ({"input": {"required"/"optional": {name: [type, opts]}}, "input_order",
 "output", "output_name"}); ``specs_from_mappings`` builds the same from NODE_CLASS_MAPPINGS without ComfyUI.
 The frontend stores extra values after some widgets: the seed's "control after generate" mode (right after it), and
 the upload widgets of LoadImage / LoadVideo (one value) and LoadAudio (two), after all of the node's widgets (an
-"upload" input the frontend appends); ``widget_slots`` models that. A V3
+"upload" input the frontend appends); ``client.ui_to_api.widget_slots`` models that, for this check and for the
+batch client alike. A V3
 DynamicCombo's chosen option adds its own widgets ("format.codec", ...) right after it (frontend 1.53
 dynamicWidgets.ts). Values are restored by position; a saved list may stop early where only optional widgets, nested
 widgets or frontend-only values remain: the frontend keeps their defaults. That is how a workflow saved for one
@@ -16,9 +17,13 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
-VIRTUAL = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}  # frontend-only nodes, never sent to the server
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the client package: one rule for widget positions
+from client.ui_to_api import (DYNAMIC, VIRTUAL, declared_inputs, dynamic_options, entry_type,  # noqa: E402
+                              is_widget, options, widget_slot_entries, widget_slots)
+
 # Model-file widgets -> the model folders their node reads (the first is where a download belongs by default).
 MODEL_INPUTS = {
     ("CLIPLoader", "clip_name"): ("text_encoders", "clip"),
@@ -34,8 +39,6 @@ MODEL_INPUTS = {
 # What the frontend's Missing Models dialog downloads (MissingModelsWarning.vue: allowedSources/allowedSuffixes).
 DOWNLOAD_SOURCES = ("https://huggingface.co/", "https://civitai.com/")
 DOWNLOAD_SUFFIXES = (".safetensors", ".sft")
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "COMFY_DYNAMICCOMBO_V3", "VIDEO_EDIT"}
-DYNAMIC = "COMFY_DYNAMICCOMBO_V3"  # V3 DynamicCombo (0.38 SaveVideo): a combo whose choice adds nested widgets
 _FILE_NAME = re.compile(r"(\.[A-Za-z0-9]{2,12}|/)$")  # a model/media file (or HF folder) name, not a fixed choice
 
 
@@ -55,89 +58,16 @@ def specs_from_mappings(mappings: dict) -> dict:
     return specs
 
 
-def _inputs(spec: dict) -> list[tuple[str, list, bool]]:
-    """(name, [type, opts], optional) in the order the node declares them."""
-    out = []
-    for section in ("required", "optional"):
-        declared = spec["input"].get(section, {})
-        for name in spec.get("input_order", {}).get(section, list(declared)):
-            out.append((name, list(declared[name]), section == "optional"))
-    return out
-
-
-def _type(entry: list) -> str:
-    return "COMBO" if isinstance(entry[0], list) else entry[0]
-
-
-def _dynamic_options(entry: list) -> dict:
-    """DynamicCombo choice -> its inputs ({"required": {...}, "optional": {...}})."""
-    return {o["key"]: o.get("inputs", {}) for o in _options(entry).get("options", [])}
-
-
-def _options(entry: list) -> dict:
-    return entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
-
-
 def _choices(entry: list):
-    if _type(entry) == DYNAMIC:
-        return list(_dynamic_options(entry))
-    return entry[0] if isinstance(entry[0], list) else _options(entry).get("options")
-
-
-def is_widget(entry: list) -> bool:
-    return _type(entry) in WIDGET_TYPES and not _options(entry).get("forceInput")
-
-
-def _is_upload(entry: list) -> bool:
-    return any(_options(entry).get(k) for k in ("audio_upload", "image_upload", "video_upload", "animated_image_upload"))
-
-
-def _extra_values(name: str, entry: list) -> int:
-    opts = _options(entry)
-    if opts.get("audio_upload"):
-        return 2
-    if opts.get("image_upload") or opts.get("video_upload") or opts.get("animated_image_upload"):
-        return 1
-    if _type(entry) in ("INT", "COMBO") and (opts.get("control_after_generate") or
-                                              (_type(entry) == "INT" and name in ("seed", "noise_seed"))):
-        return 1
-    return 0
-
-
-def widget_slots(spec: dict, values: list | None = None) -> list[tuple[str | None, list | None]]:
-    """One (input name, spec entry) per position of ``widgets_values``; (None, None) for frontend-only values.
-    A DynamicCombo's nested widgets follow it, for the option chosen in ``values`` (else its first option)."""
-    return [(name, entry) for name, entry, _ in _slots(spec, values)]
-
-
-def _slots(spec: dict, values: list | None) -> list[tuple[str | None, list | None, bool]]:
-    """widget_slots plus, per slot, whether the frontend may leave it at its default (optional, nested or
-    frontend-only): a saved list may stop before such slots."""
-    slots: list = []
-    uploads = []  # the upload button (and audio player) widgets: the frontend adds them after every input's widget
-
-    def add(inputs: list, prefix: str, nested: bool):
-        for name, entry, optional in inputs:
-            if not is_widget(entry):
-                continue
-            slots.append((prefix + name, entry, optional or nested))
-            extra = [(None, None, True)] * _extra_values(name, entry)
-            (uploads if _is_upload(entry) else slots).extend(extra)
-            if _type(entry) == DYNAMIC:
-                chosen = values[len(slots) - 1] if values is not None and len(slots) <= len(values) else None
-                options = _dynamic_options(entry)
-                inner = options.get(chosen, next(iter(options.values()), {}))
-                add([(n, list(e), section == "optional") for section in ("required", "optional")
-                     for n, e in inner.get(section, {}).items()], prefix + name + ".", True)
-
-    add(_inputs(spec), "", False)
-    return slots + uploads
+    if entry_type(entry) == DYNAMIC:
+        return list(dynamic_options(entry))
+    return entry[0] if isinstance(entry[0], list) else options(entry).get("options")
 
 
 def check_value(name: str, entry: list, value) -> str | None:
     """Why ``value`` is not valid for input ``entry`` (None when it is). A combo value that names a file not present
     (models, media) is accepted: the example workflows name files users download."""
-    kind, opts = _type(entry), _options(entry)
+    kind, opts = entry_type(entry), options(entry)
     if kind == "INT":
         if not isinstance(value, int) or isinstance(value, bool):
             return f"{name}: {value!r} is not an INT"
@@ -184,7 +114,7 @@ def check(workflow: dict, specs: dict, require_all: bool = False, grown_outputs:
                 problems.append(f"{where}: class not known to the server")
             continue
         values = n.get("widgets_values", [])
-        slots = _slots(spec, values)
+        slots = widget_slot_entries(spec, values)
         if len(values) > len(slots) or not all(may_default for _, _, may_default in slots[len(values):]):
             problems.append(f"{where}: {len(values)} widgets_values, expected {len(slots)} "
                             f"({[s for s, _, _ in slots]})")
@@ -192,7 +122,7 @@ def check(workflow: dict, specs: dict, require_all: bool = False, grown_outputs:
             for (name, entry, _), value in zip(slots, values):
                 if name is not None and (err := check_value(name, entry, value)):
                     problems.append(f"{where}: {err}")
-        declared = {name: (entry, optional) for name, entry, optional in _inputs(spec)}
+        declared = {name: (entry, optional) for name, entry, optional in declared_inputs(spec)}
         linked = {i["name"] for i in n.get("inputs", []) if i.get("link") is not None}
         for i in n.get("inputs", []):
             if i["name"] not in declared:
@@ -219,7 +149,7 @@ def model_problems(workflow: dict, specs: dict) -> list[str]:
     for n in workflow["nodes"]:
         if n["type"] not in specs:
             continue
-        values = {name: v for (name, _), v in zip(widget_slots(specs[n["type"]]), n.get("widgets_values", [])) if name}
+        values = {name: v for name, v in zip(widget_slots(specs[n["type"]]), n.get("widgets_values", [])) if name}
         entries = {m.get("name"): m for m in (n.get("properties") or {}).get("models", [])}
         for (kind, name), folders in MODEL_INPUTS.items():
             if kind != n["type"] or name not in values:
@@ -277,10 +207,10 @@ def _check_links(workflow, nodes, specs) -> list[str]:
             problems.append(f"{where}: {nodes[src]['type']} output {src_slot} is "
                             f"{specs[nodes[src]['type']]['output'][src_slot]}, link says {kind}")
         if nodes[dst]["type"] in specs:
-            declared = {name: entry for name, entry, _ in _inputs(specs[nodes[dst]["type"]])}
+            declared = {name: entry for name, entry, _ in declared_inputs(specs[nodes[dst]["type"]])}
             entry = declared.get(target["name"])
-            if entry is not None and _type(entry) != kind:
-                problems.append(f"{where}: {nodes[dst]['type']}.{target['name']} takes {_type(entry)}, gets {kind}")
+            if entry is not None and entry_type(entry) != kind:
+                problems.append(f"{where}: {nodes[dst]['type']}.{target['name']} takes {entry_type(entry)}, gets {kind}")
     for n in workflow["nodes"]:  # every link a node mentions exists
         for i in n.get("inputs", []):
             if i.get("link") is not None and i["link"] not in ids:
@@ -290,24 +220,3 @@ def _check_links(workflow, nodes, specs) -> list[str]:
                 if l not in ids:
                     problems.append(f"node {n['id']}: output {o['name']} names missing link {l}")
     return problems
-
-
-def to_api(workflow: dict, specs: dict) -> dict:
-    """UI format -> API format ({id: {"class_type", "inputs"}}), as the frontend queues it (bypassed and
-    virtual nodes dropped; bypassed nodes are not supported here)."""
-    links = {l[0]: l for l in workflow["links"]}
-    prompt = {}
-    for n in workflow["nodes"]:
-        if n["type"] in VIRTUAL:
-            continue
-        if n.get("mode", 0) != 0:
-            raise ValueError(f"node {n['id']} ({n['type']}): muted/bypassed nodes are not converted")
-        values = n.get("widgets_values", [])
-        inputs = {name: value for (name, _), value in zip(widget_slots(specs[n["type"]], values), values)
-                  if name is not None}
-        for i in n.get("inputs", []):
-            if i.get("link") is not None:
-                link = links[i["link"]]
-                inputs[i["name"]] = [str(link[1]), link[2]]
-        prompt[str(n["id"])] = {"class_type": n["type"], "inputs": inputs}
-    return prompt

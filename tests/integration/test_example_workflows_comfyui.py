@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import workflow_check as wc
+from client.ui_to_api import ui_to_api
 from comfyui_harness import PACK_FOLDER
 
 FOLDER = Path(__file__).resolve().parents[2] / "example_workflows"
@@ -63,7 +64,7 @@ def _write_media(kind: str, path: Path) -> None:
 def test_server_validates_the_api_form(comfy_server, name):
     workflow = wc.load(FOLDER / f"{name}.json")
     specs = comfy_server.object_info()
-    prompt = wc.to_api(workflow, specs)
+    prompt = ui_to_api(workflow, specs)
     placeholders = []
     try:
         for node in prompt.values():

@@ -19,6 +19,7 @@ import torch
 
 import golden
 import workflow_check as wc
+from client.ui_to_api import ui_to_api
 from infinitetalk_lipsync.pipeline.mask.face_mask import face_masks
 from infinitetalk_lipsync.pipeline.mask.regions import dilate
 from test_sampler_workflow import _duration, monkeypatch_module, server  # noqa: F401 (fixtures: the stub server)
@@ -238,7 +239,7 @@ def test_example_workflow_runs_with_tiny_models(tiny_models, name):
     lora = f"it_tiny_lora_{name.replace(' ', '_')}.safetensors"
     shutil.copyfile(srv.models_dir / "loras" / "it_tiny_lora.safetensors", srv.models_dir / "loras" / lora)
     workflow = wc.load(EXAMPLES / f"{name}.json")
-    prompt = _shrink(wc.to_api(workflow, srv.object_info()), golden.case("a_dit_tiny")["config"]["text_dim"], media,
+    prompt = _shrink(ui_to_api(workflow, srv.object_info()), golden.case("a_dit_tiny")["config"]["text_dim"], media,
                      lora)
     entry = srv.run(prompt, timeout=600)
     ids = {v["class_type"]: k for k, v in prompt.items()}
