@@ -260,3 +260,24 @@ def test_budget_counts_the_frames_output_at_full_resolution():
               batch_branches=False, keep_frames=True, source_hw=(H, W))
     assert estimate(**kw).host_frames_bytes == 40 * CH * CW * 3 * 4
     assert estimate(**kw, output_hw=(H, W)).host_frames_bytes == 40 * H * W * 3 * 4
+
+
+@pytest.mark.parametrize("end", ["pingpong", "hold"])
+def test_audio_longer_than_the_source_pastes_onto_the_frame_each_output_shows(tmp_path, end):
+    """Past the source's end the output walks it backwards (ping-pong) or holds its last frame: each output
+    frame is pasted onto the source frame it shows, with that frame's mask (the whole clip's, smoothed)."""
+    path = tmp_path / "short.mp4"
+    _write_video(path, frames=20)
+    _, masks, frames = _image_path(path, n=20)
+    source = FaceCropSource(VideoFile(str(path)), _plan(path), 25.0, CH, CW, end)
+    try:
+        out = render(FakeDiT(), TinyCodec(), TinyClip(), _job(source, 40), str(tmp_path / "long.mp4"),
+                     Checkpoints(str(tmp_path / "ck"), "long"), keep_frames=True, paste=source.paster())
+        shown = [source.index(i) for i in range(40)]
+    finally:
+        source.video.close()
+    assert out.frames.shape == (40, H, W, 3)
+    assert (shown[25] < shown[22]) if end == "pingpong" else shown[25] == 19
+    for i, j in enumerate(shown):
+        outside = dilate(masks[j:j + 1], PASTE["feather"])[0] == 0
+        assert torch.equal(out.frames[i][outside], frames[j][outside]), (i, j)

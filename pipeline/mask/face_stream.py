@@ -17,6 +17,8 @@ crops -> Face Paste with Face Mask's mask.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import dataclasses
 from dataclasses import dataclass
 from typing import Iterator
@@ -124,7 +126,7 @@ class FacePaster:
         self.source, self.plan = source, source.plan
         self.height, self.width = source.plan.crop.source_size
         self.matcher = ColourMatcher(self.plan.colour_match)
-        self._raw: dict[int, torch.Tensor] = {}  # unsmoothed masks of the last few source frames
+        self._raw: OrderedDict[int, torch.Tensor] = OrderedDict()  # unsmoothed masks of the last frames used
         self._limit: tuple | None = None
         self.before_segment = lambda: None  # the host's hook before each SAM2 pass (load the model to its device)
 
@@ -144,19 +146,22 @@ class FacePaster:
         masks, present = segment_face(sam, _DecodedFrames(self.source.video, lo, hi - lo + 1), boxes[0],
                                       device=device)
         sam2_region_masks_(masks, present, boxes, self.plan.region, self.plan.dilation)
-        self._raw = {lo + t: masks[t] > 0.5 for t in range(masks.shape[0])}  # bool: 1 byte a pixel
+        self._raw = OrderedDict((lo + t, masks[t] > 0.5) for t in range(masks.shape[0]))  # bool: 1 byte a pixel
 
     def _raw_mask(self, j: int) -> torch.Tensor:
         if self.plan.sam2 is not None:
             return self._raw[j]
-        if j not in self._raw:
+        mask = self._raw.get(j)
+        if mask is None:
             boxes = self.plan.crop.boxes[j:j + 1]
-            self._raw[j] = dilate(ellipse_masks(boxes, self.height, self.width, self.plan.region),
-                                  self.plan.dilation)[0]
-            keep = self.plan.smoothing + 1  # the neighbours of the next frames
-            for old in sorted(self._raw)[:-keep] if len(self._raw) > keep else []:
-                del self._raw[old]
-        return self._raw[j]
+            mask = dilate(ellipse_masks(boxes, self.height, self.width, self.plan.region), self.plan.dilation)[0]
+            self._raw[j] = mask
+            # Least recently used out: output frames may walk the source backwards (ping-pong past its end).
+            while len(self._raw) > self.plan.smoothing + 1:
+                self._raw.popitem(last=False)
+        else:
+            self._raw.move_to_end(j)
+        return mask
 
     def mask(self, i: int) -> torch.Tensor:
         """[H,W] float 0..1: the paste mask of source frame ``i`` (= ``face_masks(...)[i]`` for these boxes)."""
