@@ -69,6 +69,22 @@ def test_video_file_gives_every_frame_by_index_any_order(tmp_path, fmt, codec):
     video.close()
 
 
+def test_reading_backwards_fills_the_cache_and_gives_the_same_frames(tmp_path):
+    """Ping-pong past a source's end reads it backwards: one seek decodes the frames before the asked one too
+    (through the same rule), so the next backward reads are cache hits, and every frame is the forward one."""
+    path = tmp_path / "clip.mp4"
+    _write_video(path, frames=90)
+    reference = _decode_all(path)
+    video = VideoFile(str(path))
+    restarts = []
+    restart = video._restart
+    video._restart = lambda t: restarts.append(t) or restart(t)
+    for i in list(range(60, 90)) + list(range(89, -1, -1)):
+        assert torch.equal(torch.from_numpy(video.frame(i)) / 255.0, reference[i]), i
+    video.close()
+    assert len(restarts) <= 1 + -(-90 // 32), restarts  # about one seek per cache's worth of backward frames
+
+
 @pytest.mark.parametrize("end", ["hold", "pingpong"])
 def test_streamed_source_equals_image_source(tmp_path, end):
     path = tmp_path / "clip.mp4"

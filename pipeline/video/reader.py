@@ -81,6 +81,7 @@ class VideoFile:
         self._start_pts = None if start_s is None else int(float(start_s) / tb)
         self._end_pts = int((float(start_s or 0.0) + self.duration_s) / tb) if self.duration_s else None
         self._cache: OrderedDict[int, object] = OrderedDict()
+        self._prefetching = False
         self._decoder = None
         first = self._restart(float(self._start_pts * tb) if self._start_pts else 0.0)
         head_dropped = False
@@ -150,6 +151,17 @@ class VideoFile:
             return self._cache[index]
         target = self._time(index)
         tol = _TIME_TOLERANCE / float(self.fps)
+        if self._pending is not None and self._pending[0] > target + tol and index > 0 and not self._prefetching:
+            # Reading backwards (ping-pong past the end): decode the frames before this one too, in order and
+            # through this same rule, so the next backward reads hit the cache instead of each seeking to a
+            # keyframe (854x480, 72 frames backwards: 1.55 s without this).
+            self._prefetching = True
+            try:
+                for k in range(max(0, index - CACHE_FRAMES + 2), index):
+                    self._decoded(k)
+            finally:
+                self._prefetching = False
+            return self._decoded(index)
         if self._pending is None or self._pending[0] > target + tol or target - self._pending[0] > 4.0:
             # behind the decoder (or far ahead): seek instead of decoding every frame in between
             self._pending = self._restart(max(self._t0, target))
