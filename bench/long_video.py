@@ -12,6 +12,10 @@ which the mp4 holds) -> SaveVideo. Measured on the 2-core CPU dev box (ComfyUI 0
 1133 MB at window 1 and 1118 MB at window 21; 5 min = 105 windows, 1401 MB at window 1 and 1416 MB at window 105;
 peak minus the idle server minus the audio embeddings input: +37 MB (1 min), +46 MB (5 min); 4.3-5.7 s per window
 (paste and H.264 of 72 frames at 854x480; median of the first/last 10% of windows), not growing with the index.
+20 min = 417 windows: RSS 2230 MB at window 1 and 2306 MB at window 417, +236 MB over the idle server and the
+1055 MB embeddings input; 4.9 s per window in the first 10%, 7.7 s in the last 10%, which read the 5-minute
+source backwards (ping-pong) where every frame then sought a keyframe: measured before the reader's backward
+prefetch (72 frames backwards 1.55 -> 0.55 s; forward 0.33-0.44 s).
 
 RSS of the ComfyUI server process is sampled every 0.2 s. The audio embeddings are an INPUT that grows with the
 audio (12 x 768 float32 per frame = 0.92 MB/s, as the real wav2vec2 embeddings); the bound is on what the render
