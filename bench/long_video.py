@@ -15,7 +15,9 @@ peak minus the idle server minus the audio embeddings input: +37 MB (1 min), +46
 20 min = 417 windows: RSS 2230 MB at window 1 and 2306 MB at window 417, +236 MB over the idle server and the
 1055 MB embeddings input; 4.9 s per window in the first 10%, 7.7 s in the last 10%, which read the 5-minute
 source backwards (ping-pong) where every frame then sought a keyframe: measured before the reader's backward
-prefetch (72 frames backwards 1.55 -> 0.55 s; forward 0.33-0.44 s).
+prefetch (72 frames backwards 1.55 -> 0.55 s; forward 0.33-0.44 s). With it, 10 min = 209 windows (the second half
+backwards): RSS 1697 MB at window 1, 1706 MB at window 209, +177 MB; 5.3 s per window in the first 10%, 5.0 s in
+the last.
 
 RSS of the ComfyUI server process is sampled every 0.2 s. The audio embeddings are an INPUT that grows with the
 audio (12 x 768 float32 per frame = 0.92 MB/s, as the real wav2vec2 embeddings); the bound is on what the render
