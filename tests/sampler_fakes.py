@@ -49,3 +49,19 @@ def video(frames, h=16, w=16, seed=0):
     base = torch.rand(1, h, w, 3, generator=gen) * 0.5
     ramp = torch.linspace(0, 0.5, frames).view(frames, 1, 1, 1)
     return (base + ramp).clamp(0, 1)
+
+
+class Stop(Exception):
+    """What ``stopper`` raises: a render interrupted as Cancel would."""
+
+
+def stopper(after_steps: int):
+    """Callbacks whose interrupt check raises ``Stop`` after ``after_steps`` calls (a Cancel mid-render)."""
+    from infinitetalk_lipsync.pipeline.sampler.loop import Callbacks
+    count = [0]
+
+    def interrupt():
+        count[0] += 1
+        if count[0] > after_steps:
+            raise Stop()
+    return Callbacks(interrupt=interrupt)

@@ -15,13 +15,13 @@ from infinitetalk_lipsync.nodes.mask import InfiniteTalkFaceCrop, InfiniteTalkFa
 from infinitetalk_lipsync.pipeline.mask import face_box
 from infinitetalk_lipsync.pipeline.mask.face_stream import FaceCropSource
 from infinitetalk_lipsync.pipeline.mask.regions import dilate
-from infinitetalk_lipsync.pipeline.sampler.loop import Callbacks, Job, Settings, run
+from infinitetalk_lipsync.pipeline.sampler.loop import Job, Settings, run
 from infinitetalk_lipsync.pipeline.sampler.resume import Checkpoints, render_key
 from infinitetalk_lipsync.pipeline.sampler.source import Source
 from infinitetalk_lipsync.pipeline.video.reader import CACHE_FRAMES, VideoFile
 from infinitetalk_lipsync.pipeline.video.render import render
 from infinitetalk_lipsync.pipeline.video.writer import encode_segment
-from sampler_fakes import FakeDiT, audio_embeds
+from sampler_fakes import FakeDiT, Stop as _Stop, audio_embeds, stopper as _stopper
 
 av = pytest.importorskip("av")
 H, W = 96, 128          # source video
@@ -133,20 +133,6 @@ def test_tracked_face_over_a_video_equals_tracking_its_frames(tmp_path, monkeypa
     _, info, _ = InfiniteTalkFaceCrop().run(frames, **dict(CROP, window=17))
     assert torch.equal(plan.crop.rects, info.rects)
     assert plan.crop.rects[-1, 0] > plan.crop.rects[0, 0]  # the crop follows the moving face
-
-
-class _Stop(Exception):
-    pass
-
-
-def _stopper(after_steps):
-    count = [0]
-
-    def interrupt():
-        count[0] += 1
-        if count[0] > after_steps:
-            raise _Stop()
-    return Callbacks(interrupt=interrupt)
 
 
 @pytest.mark.parametrize("stop_at_step", [1, 3, 6])

@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from codec_standins import TinyClip, TinyCodec
-from infinitetalk_lipsync.pipeline.sampler.loop import Callbacks, Job, Settings, make_plan, run
+from infinitetalk_lipsync.pipeline.sampler.loop import Job, Settings, make_plan, run
 from infinitetalk_lipsync.pipeline.sampler.resume import Checkpoints, render_key
 from infinitetalk_lipsync.pipeline.sampler.source import Source
 from infinitetalk_lipsync.pipeline.video.reader import VideoFile, VideoSource
 from infinitetalk_lipsync.pipeline.video.render import continue_state, render
 from infinitetalk_lipsync.pipeline.window_plan import plan_windows
 from mp4_rotation import set_rotation
-from sampler_fakes import FakeDiT, audio_embeds
+from sampler_fakes import FakeDiT, Stop as _Stop, audio_embeds, stopper as _stopper
 
 av = pytest.importorskip("av")
 H, W = 16, 32
@@ -144,20 +144,6 @@ def test_streamed_render_equals_in_memory_render_and_writes_the_mp4(tmp_path):
     assert out.audio["waveform"].shape[-1] == round(50 / 25 * 16000)
     assert not os.path.exists(str(tmp_path / "ck" / "k"))  # checkpoints removed when complete
     assert frames.shape == ref.shape
-
-
-class _Stop(Exception):
-    pass
-
-
-def _stopper(after_steps):
-    count = [0]
-
-    def interrupt():
-        count[0] += 1
-        if count[0] > after_steps:
-            raise _Stop()
-    return Callbacks(interrupt=interrupt)
 
 
 @pytest.mark.parametrize("stop_at_step", [1, 4, 5, 9])
