@@ -4,12 +4,16 @@ minute of 480p video.
 
     python bench/e2e.py --comfyui /path/to/ComfyUI                 # fastest path: fp8 + fa3_fp8 + compile
     python bench/e2e.py --comfyui /path/to/ComfyUI --precision bf16 --attention flash_attn
-    python bench/e2e.py --smoke                                    # tiny DiT + tiny VAE config on CPU
+    python bench/e2e.py --smoke --comfyui /path/to/ComfyUI         # tiny DiT + tiny VAE config on CPU
 
 Runs (832x480, 25 fps, 1 speaker):
   * the 10 s clip: I2V, 250 frames = 4 windows, 4 steps, cfg 1 + audio_cfg 2 (2 calls per step: 32 forwards);
   * "faster iteration" (lightx2v): V2V, 4 steps, denoise 0.4 (2 steps run), cfg 1, audio_cfg 2.5, 2 windows;
-  * "maximum crispness": V2V, 40 steps, denoise 0.4 (16 run), cfg 5.5, audio_cfg 5 (3 calls per step), 1 window.
+  * "maximum crispness": V2V, 40 steps, denoise 0.4 (16 run), cfg 5.5, audio_cfg 5 (3 calls per step), 1 window;
+  * the same with MagCache at its default threshold. MagCache decides from the published magnitude ratios and
+    the step index alone, so the steps it skips here are the steps it skips with the trained weights; what
+    skipping does to the picture needs the trained weights to judge. (TeaCache and EasyCache decide from the
+    model's own signals, which random weights make meaningless: not measured.)
 A minute of video is 1500 frames = 21 windows; each recipe's minutes per minute = 21 x its measured
 seconds per later window / 60 (window 0's only extra is nothing: all windows do the same work in V2V).
 
@@ -234,7 +238,7 @@ def main():
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--channels-last", action="store_true", help="run the VAE in channels_last_3d (faster on "
                         "the H100 but not bit-identical to core's VAE, which the pack uses as it is)")
-    parser.add_argument("--skip", default="", help="comma list of clip,fast,crisp,crisp_teacache to skip")
+    parser.add_argument("--skip", default="", help="comma list of clip,fast,crisp,crisp_magcache to skip")
     args = parser.parse_args()
 
     if args.smoke:
@@ -242,17 +246,15 @@ def main():
         vae_config = dict(WAN21_VAE, dim=8)
         clip_frames, window = 45, 21
         args.no_compile = True
-        if args.comfyui is None:
-            args.comfyui = Path("/root/ComfyUI")
     else:
         if not torch.cuda.is_available():
             sys.exit("no CUDA device: run with --smoke on a CPU machine")
-        if args.comfyui is None:
-            sys.exit("--comfyui PATH is needed (the core Wan VAE is read from it)")
         cfg, device, dtype, size, text_len = WAN_I2V_14B, torch.device("cuda"), torch.bfloat16, (480, 832), 512
         vae_config, clip_frames, window = WAN21_VAE, 250, 81
         torch.backends.cuda.matmul.allow_tf32 = False
     skip = set(filter(None, args.skip.split(",")))
+    if args.comfyui is None:
+        sys.exit("--comfyui PATH is needed (the core Wan VAE is read from it)")
 
     vae_cls, how = wan_vae_class(args.comfyui)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
@@ -300,9 +302,9 @@ def main():
                         Settings(steps=4, shift=11.0, cfg=1.0, audio_cfg=2.5, denoise=0.4, window=window), 2),
                "crisp": ("maximum crispness (40 steps, denoise 0.4, cfg 5.5, audio_cfg 5)",
                          Settings(steps=40, shift=7.0, cfg=5.5, audio_cfg=5.0, denoise=0.4, window=window), 1),
-               "crisp_teacache": ("maximum crispness + TeaCache (default threshold 0.2)",
+               "crisp_magcache": ("maximum crispness + MagCache (default threshold 0.12)",
                                   Settings(steps=40, shift=7.0, cfg=5.5, audio_cfg=5.0, denoise=0.4, window=window,
-                                           step_cache="teacache"), 1)}
+                                           step_cache="magcache"), 1)}
     for key, (label, s, n_windows) in recipes.items():
         if key in skip:
             continue
