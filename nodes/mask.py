@@ -33,6 +33,13 @@ def _note_mask_size(unique_id, mask, frames, name: str = "mask") -> str | None:
     return note
 
 
+def _paste_progress(unique_id, images, source_images, mask):
+    """Start a paste of ``images`` into ``source_images``: say on the node when ``mask`` is not the source's size,
+    and give the progress callback over the frames pasted (as many as both videos have)."""
+    _note_mask_size(unique_id, mask, source_images)
+    return host.Progress(min(images.shape[0], source_images.shape[0]), unique_id).update
+
+
 @dataclass
 class ManagedSam2(Sam2Model, ManagedOutput):
     """What INFINITETALK_SAM2 carries: the SAM2 model and its memory-manager patcher."""
@@ -197,11 +204,9 @@ class InfiniteTalkFacePaste:
                    "mask. Pixels outside the mask are exactly the source.")
 
     def run(self, images, crop_info, source_images, feather, colour_match, erode, mask=None, unique_id=None):
-        count = min(images.shape[0], source_images.shape[0])
-        _note_mask_size(unique_id, mask, source_images)
-        progress = host.Progress(count, unique_id)
+        progress = _paste_progress(unique_id, images, source_images, mask)
         out = paste_frames(images, source_images, crop_info, masks=mask, feather_radius=feather,
-                           colour_match=colour_match, erode=erode, progress=progress.update)
+                           colour_match=colour_match, erode=erode, progress=progress)
         return (out,)
 
 
@@ -227,10 +232,8 @@ class InfiniteTalkComposite:
                    "blended in (feathered, colour-matched). Fixes background/clothing drift of full-frame V2V.")
 
     def run(self, images, source_images, mask, feather, colour_match, erode, unique_id=None):
-        count = min(images.shape[0], source_images.shape[0])
-        _note_mask_size(unique_id, mask, source_images)
-        progress = host.Progress(count, unique_id)
-        return (composite(images, source_images, mask, feather, colour_match, erode, progress=progress.update),)
+        progress = _paste_progress(unique_id, images, source_images, mask)
+        return (composite(images, source_images, mask, feather, colour_match, erode, progress=progress),)
 
 
 NODE_CLASS_MAPPINGS = {
