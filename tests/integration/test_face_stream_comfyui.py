@@ -3,8 +3,8 @@
 frames equal an uninterrupted render's. Tiny models and the stub server of test_long_video_comfyui.py."""
 import numpy as np
 
-from test_long_video_comfyui import (RENDER_TIMEOUT, cancel_after, decoded, long_prompt, saved,
-                                     server, tiny_models, write_clip, write_tone)  # noqa: F401 (server: a fixture)
+from test_long_video_comfyui import (RENDER_TIMEOUT, cancel_after, decoded, long_prompt, saved, server,  # noqa: F401
+                                     tiny_models, write_clip, write_tone)  # (server: the fixture)
 
 SIZE = (48, 64)  # write_clip's frames (h, w)
 
