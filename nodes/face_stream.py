@@ -10,10 +10,12 @@ from __future__ import annotations
 import torch
 
 from . import host
-from .mask import CATEGORY, SAM2_TYPE, _BOX, _COLOUR, _DETECT_EVERY, _ERODE, _FEATHER, _REGION, _box_or_none
+from .face_inputs import BLEND, BOX, CROP_PADDING, CROP_SIDE, CROP_WINDOW, DETECT_EVERY, DILATION, REGION, SMOOTHING, \
+    box_in_frame, box_or_none, tip
+from .mask import CATEGORY, SAM2_TYPE
 from ..pipeline.mask.composite import mask_size_note
 from ..pipeline.mask.crop import plan_crop
-from ..pipeline.mask.face_box import boxes_from_mask, check_box_in_frame, track_face_boxes
+from ..pipeline.mask.face_box import boxes_from_mask, track_face_boxes
 from ..pipeline.mask.face_stream import FACE_PLAN_TYPE, FacePlan
 from ..pipeline.video.reader import VideoFile
 
@@ -34,13 +36,10 @@ def face_boxes(video: VideoFile, mask, box: str, detect_every: int, unique_id=No
     count, h, w = video.num_frames, video.height, video.width
     if mask is not None:
         return boxes_from_mask(mask, count, h, w), "the connected mask"
-    typed = _box_or_none(box)
+    typed = box_or_none(box)
     if typed is not None:
-        try:
-            check_box_in_frame(typed, h, w)
-        except ValueError as err:
-            raise ValueError(f"box: {err}") from None
-        return torch.tensor(typed, dtype=torch.float32)[None].expand(count, 4).clone(), "the typed box"
+        boxes = torch.tensor(box_in_frame(typed, h, w), dtype=torch.float32)[None].expand(count, 4).clone()
+        return boxes, "the typed box"
     keys = len(set(range(0, count, max(1, detect_every))) | {count - 1})
     bar = host.Progress(keys, unique_id)
 
@@ -58,25 +57,17 @@ class InfiniteTalkFacePlan:
             "required": {
                 "video": ("VIDEO", {"tooltip": "The video to dub (core Load Video); connect the same one to the "
                                                "sampler's source_video. Read frame by frame: any length."}),
-                "width": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 16, "tooltip":
-                          "Width of the face crop the sampler generates (multiple of 16)."}),
-                "height": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 16, "tooltip":
-                           "Height of the face crop the sampler generates (multiple of 16)."}),
-                "padding": ("FLOAT", {"default": 0.6, "min": 0.0, "max": 4.0, "step": 0.05, "tooltip":
-                            "Margin around the face on each side, as a fraction of the face size (context for "
-                            "the model: hair, neck)."}),
-                "window": ("INT", {"default": 0, "min": 0, "max": 100000, "tooltip":
-                           "0 = one fixed crop for the whole video (steadiest). N = a new crop rectangle every N "
-                           "frames (follows a moving head)."}),
-                "region": _REGION,
-                "detect_every": _DETECT_EVERY,
-                "dilation": ("INT", {"default": 8, "min": -64, "max": 256, "tooltip":
-                             "Grow (positive) or shrink (negative) the paste mask by this many pixels."}),
-                "smoothing": ("INT", {"default": 5, "min": 1, "max": 51, "tooltip":
-                              "Average the paste mask over this many neighbouring frames (1 = off)."}),
-                "feather": _FEATHER,
-                "colour_match": _COLOUR,
-                "erode": _ERODE,
+                "width": tip(CROP_SIDE, "Width of the face crop the sampler generates (multiple of 16)."),
+                "height": tip(CROP_SIDE, "Height of the face crop the sampler generates (multiple of 16)."),
+                "padding": tip(CROP_PADDING, "Margin around the face on each side, as a fraction of the face size "
+                                             "(context for the model: hair, neck)."),
+                "window": tip(CROP_WINDOW, "0 = one fixed crop for the whole video (steadiest). N = a new crop "
+                                           "rectangle every N frames (follows a moving head)."),
+                "region": REGION,
+                "detect_every": DETECT_EVERY,
+                "dilation": tip(DILATION, "Grow (positive) or shrink (negative) the paste mask by this many pixels."),
+                "smoothing": tip(SMOOTHING, "Average the paste mask over this many neighbouring frames (1 = off)."),
+                **BLEND,
             },
             "optional": {
                 "sam2": (SAM2_TYPE, {"tooltip": "Optional SAM2 model (InfiniteTalk SAM2 Loader): the paste mask follows "
@@ -84,7 +75,7 @@ class InfiniteTalkFacePlan:
                          "ellipse around the face box."}),
                 "mask": ("MASK", {"tooltip": "Optional mask over the face (e.g. painted on the first frame); its "
                          "bounding box is the face box: one mask = every frame, a batch = per frame."}),
-                "box": _BOX,
+                "box": BOX,
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }

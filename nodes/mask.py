@@ -10,38 +10,20 @@ from dataclasses import dataclass
 import torch
 
 from . import host
+from .face_inputs import BLEND, BOX, CROP_PADDING, CROP_SIDE, CROP_WINDOW, DETECT_EVERY, DILATION, REGION, SMOOTHING, \
+    box_in_frame, box_or_none, tip
 from .managed_model import ManagedOutput, PackPatcher, ensure_loaded
-from ..pipeline.mask.colour import COLOUR_MODES
 from ..pipeline.mask.composite import composite, mask_size_note, resize_masks
 from ..pipeline.mask.crop import CROP_INFO_TYPE, crop_frames, paste_frames, plan_crop
-from ..pipeline.mask.face_box import boxes_from_mask, check_box_in_frame, parse_box, parse_points, track_faces
+from ..pipeline.mask.face_box import boxes_from_mask, parse_points, track_faces
 from ..pipeline.mask.face_mask import CHUNK, face_masks
-from ..pipeline.mask.regions import REGIONS, ellipse_masks
+from ..pipeline.mask.regions import ellipse_masks
 from ..pipeline.mask.sam2_model import Sam2Model, load_sam2
 
 SAM2_TYPE = "INFINITETALK_SAM2"
 CATEGORY = "InfiniteTalk/mask"
 _NO_SAM2_FILE = "put sam2.1_hiera_*.safetensors or .pt in models/sam2"
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-_REGION = (list(REGIONS), {"default": "lower_face", "tooltip":
-           "What to regenerate: 'face' (forehead to chin), 'lower_face' (mouth, cheeks and chin; eyes untouched) "
-           "or 'mouth' (lips and a little around them)."})
-_FEATHER = ("INT", {"default": 12, "min": 0, "max": 128, "tooltip":
-            "Soft-edge width in pixels. The blend fades over this many pixels around the mask edge; pixels "
-            "farther than this outside the mask are exactly the source."})
-_COLOUR = (list(COLOUR_MODES), {"default": "lab", "tooltip":
-           "Match the generated colours to the source over a band just inside the mask edge, so no seam "
-           "shows: 'lab' (mean and spread in Lab), 'histogram' (per RGB channel) or 'none'."})
-_ERODE = ("INT", {"default": 0, "min": 0, "max": 128, "tooltip":
-          "Shrink the mask by this many pixels before feathering (keeps more of the source near the edge)."})
-_BOX = ("STRING", {"default": "", "tooltip":
-        "Optional face box 'x0,y0,x1,y1' in pixels of the first frame. Used when no mask is connected; "
-        "leave empty to detect the face automatically (OpenCV)."})
-_DETECT_EVERY = ("INT", {"default": 5, "min": 1, "max": 250, "tooltip":
-                 "Automatic face detection runs on every N-th frame and is interpolated between them "
-                 "(only when neither a mask nor a box is given)."})
-
 
 def _note_mask_size(unique_id, mask, frames, name: str = "mask") -> str | None:
     """Say on the node when a MASK is not the frames' size (it is resized, maybe stretched)."""
@@ -51,11 +33,11 @@ def _note_mask_size(unique_id, mask, frames, name: str = "mask") -> str | None:
     return note
 
 
-def _box_or_none(box: str):
-    try:
-        return parse_box(box)
-    except ValueError as err:
-        raise ValueError(f"box: {err}") from None
+def _paste_progress(unique_id, images, source_images, mask):
+    """Start a paste of ``images`` into ``source_images``: say on the node when ``mask`` is not the source's size,
+    and give the progress callback over the frames pasted (as many as both videos have)."""
+    _note_mask_size(unique_id, mask, source_images)
+    return host.Progress(min(images.shape[0], source_images.shape[0]), unique_id).update
 
 
 @dataclass
@@ -99,20 +81,18 @@ class InfiniteTalkFaceMask:
         return {
             "required": {
                 "images": ("IMAGE", {"tooltip": "The source video frames (or one image)."}),
-                "region": _REGION,
-                "dilation": ("INT", {"default": 8, "min": -64, "max": 256, "tooltip":
-                             "Grow (positive) or shrink (negative) the mask by this many pixels."}),
-                "smoothing": ("INT", {"default": 5, "min": 1, "max": 51, "tooltip":
-                              "Average the mask over this many neighbouring frames so it does not flicker "
-                              "(1 = off)."}),
-                "detect_every": _DETECT_EVERY,
+                "region": REGION,
+                "dilation": tip(DILATION, "Grow (positive) or shrink (negative) the mask by this many pixels."),
+                "smoothing": tip(SMOOTHING, "Average the mask over this many neighbouring frames so it does not "
+                                            "flicker (1 = off)."),
+                "detect_every": DETECT_EVERY,
             },
             "optional": {
                 "sam2": (SAM2_TYPE, {"tooltip": "Optional SAM2 model (InfiniteTalk SAM2 Loader): the mask follows "
                          "the real outline of the face. Without it the mask is an ellipse around the face box."}),
                 "mask": ("MASK", {"tooltip": "Optional mask over the face (e.g. painted in Load Image's mask "
                          "editor). Its bounding box is the face box: one mask = first frame, a batch = per frame."}),
-                "box": _BOX,
+                "box": BOX,
                 "points": ("STRING", {"default": "", "tooltip":
                            "Optional extra SAM2 clicks on the first frame, 'x,y; x,y' in pixels; prefix '-' for a "
                            "point that is NOT face (e.g. '-240,400' on a microphone)."}),
@@ -134,7 +114,7 @@ class InfiniteTalkFaceMask:
             ensure_loaded(patcher)  # ComfyUI keeps it there until another model needs the room
         device = "cpu" if sam2 is None else next(sam2.model.parameters()).device
         masks, _, report = face_masks(
-            images, sam=sam2, user_mask=mask, box=_box_or_none(box), points=parse_points(points),
+            images, sam=sam2, user_mask=mask, box=box_or_none(box), points=parse_points(points),
             region=region, dilation=dilation, smoothing=smoothing, detect_every=detect_every,
             device=device, progress_factory=lambda total: host.Progress(total, unique_id).update)
         note = None if mask is None else mask_size_note(mask, int(images.shape[1]), int(images.shape[2]))
@@ -149,23 +129,20 @@ class InfiniteTalkFaceCrop:
         return {
             "required": {
                 "images": ("IMAGE", {"tooltip": "The source video frames."}),
-                "width": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 16, "tooltip":
-                          "Width of the crop frames handed to the sampler (multiple of 16)."}),
-                "height": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 16, "tooltip":
-                           "Height of the crop frames handed to the sampler (multiple of 16)."}),
-                "padding": ("FLOAT", {"default": 0.6, "min": 0.0, "max": 4.0, "step": 0.05, "tooltip":
-                            "Margin around the face on each side, as a fraction of the face size. The model "
-                            "needs some context (hair, neck) to render a natural face."}),
-                "window": ("INT", {"default": 0, "min": 0, "max": 100000, "tooltip":
-                           "0 = one fixed crop for the whole clip (steadiest). N = a new crop rectangle every N "
-                           "frames (follows a moving head; set it to the sampler's window length)."}),
-                "region": _REGION,
-                "detect_every": _DETECT_EVERY,
+                "width": tip(CROP_SIDE, "Width of the crop frames handed to the sampler (multiple of 16)."),
+                "height": tip(CROP_SIDE, "Height of the crop frames handed to the sampler (multiple of 16)."),
+                "padding": tip(CROP_PADDING, "Margin around the face on each side, as a fraction of the face size. "
+                                             "The model needs some context (hair, neck) to render a natural face."),
+                "window": tip(CROP_WINDOW, "0 = one fixed crop for the whole clip (steadiest). N = a new crop "
+                                           "rectangle every N frames (follows a moving head; set it to the "
+                                           "sampler's window length)."),
+                "region": REGION,
+                "detect_every": DETECT_EVERY,
             },
             "optional": {
                 "mask": ("MASK", {"tooltip": "Optional face mask (e.g. from InfiniteTalk Face Mask); the crop "
                          "follows its extent. Without it the face is found from the box or automatically."}),
-                "box": _BOX,
+                "box": BOX,
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -180,15 +157,11 @@ class InfiniteTalkFaceCrop:
     def run(self, images, width, height, padding, window, region, detect_every, mask=None, box="", unique_id=None):
         count, h, w = images.shape[:3]
         _note_mask_size(unique_id, mask, images)
-        typed = _box_or_none(box)
+        typed = box_or_none(box)
         if mask is not None:
             boxes, paste_region = boxes_from_mask(mask, count, h, w), "box"
         elif typed is not None:
-            try:
-                check_box_in_frame(typed, h, w)
-            except ValueError as err:
-                raise ValueError(f"box: {err}") from None
-            boxes, paste_region = torch.tensor(typed)[None].expand(count, 4).clone(), region
+            boxes, paste_region = torch.tensor(box_in_frame(typed, h, w))[None].expand(count, 4).clone(), region
         else:
             boxes, paste_region = track_faces(images, detect_every=detect_every,
                                               progress=lambda n: host.throw_if_interrupted()), region
@@ -214,9 +187,7 @@ class InfiniteTalkFacePaste:
                 "images": ("IMAGE", {"tooltip": "The generated crop frames (any size; resized back)."}),
                 "crop_info": (CROP_INFO_TYPE, {"tooltip": "crop_info from InfiniteTalk Face Crop."}),
                 "source_images": ("IMAGE", {"tooltip": "The full-resolution source video given to Face Crop."}),
-                "feather": _FEATHER,
-                "colour_match": _COLOUR,
-                "erode": _ERODE,
+                **BLEND,
             },
             "optional": {
                 "mask": ("MASK", {"tooltip": "Optional full-frame mask of what to replace (e.g. from InfiniteTalk "
@@ -233,11 +204,9 @@ class InfiniteTalkFacePaste:
                    "mask. Pixels outside the mask are exactly the source.")
 
     def run(self, images, crop_info, source_images, feather, colour_match, erode, mask=None, unique_id=None):
-        count = min(images.shape[0], source_images.shape[0])
-        _note_mask_size(unique_id, mask, source_images)
-        progress = host.Progress(count, unique_id)
+        progress = _paste_progress(unique_id, images, source_images, mask)
         out = paste_frames(images, source_images, crop_info, masks=mask, feather_radius=feather,
-                           colour_match=colour_match, erode=erode, progress=progress.update)
+                           colour_match=colour_match, erode=erode, progress=progress)
         return (out,)
 
 
@@ -250,9 +219,7 @@ class InfiniteTalkComposite:
                 "source_images": ("IMAGE", {"tooltip": "The source video whose pixels are kept outside the mask."}),
                 "mask": ("MASK", {"tooltip": "Where to take the generated pixels (e.g. from InfiniteTalk Face "
                          "Mask); one mask is used for every frame."}),
-                "feather": _FEATHER,
-                "colour_match": _COLOUR,
-                "erode": _ERODE,
+                **BLEND,
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -265,10 +232,8 @@ class InfiniteTalkComposite:
                    "blended in (feathered, colour-matched). Fixes background/clothing drift of full-frame V2V.")
 
     def run(self, images, source_images, mask, feather, colour_match, erode, unique_id=None):
-        count = min(images.shape[0], source_images.shape[0])
-        _note_mask_size(unique_id, mask, source_images)
-        progress = host.Progress(count, unique_id)
-        return (composite(images, source_images, mask, feather, colour_match, erode, progress=progress.update),)
+        progress = _paste_progress(unique_id, images, source_images, mask)
+        return (composite(images, source_images, mask, feather, colour_match, erode, progress=progress),)
 
 
 NODE_CLASS_MAPPINGS = {

@@ -21,3 +21,10 @@ import pytest  # noqa: E402
 def _render_dir(tmp_path, monkeypatch):
     """The sampler node writes its videos and render checkpoints under the test's own folder."""
     monkeypatch.setenv("INFINITETALK_RENDER_DIR", str(tmp_path / "renders"))
+
+
+@pytest.fixture(scope="module")
+def ref():
+    """The golden tiny DiT's state dict (float32, official names): what the loading tests write in every format."""
+    import loading_files
+    return loading_files.reference()

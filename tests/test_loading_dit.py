@@ -35,11 +35,6 @@ def format_step(name: str, base: dict, audio: dict) -> float:
     return qb.relative_step(bounds, {**base, **audio})
 
 
-@pytest.fixture(scope="module")
-def ref():
-    return lf.reference()
-
-
 def run(model, case=None):
     with torch.no_grad():
         return model(**case_inputs(case or case_for("zero")))

@@ -15,11 +15,6 @@ CFG = golden.case("a_dit_tiny")["config"]
 
 
 @pytest.fixture(scope="module")
-def ref():
-    return lf.reference()
-
-
-@pytest.fixture(scope="module")
 def good(tmp_path_factory, ref):
     d = tmp_path_factory.mktemp("good")
     lf.write_float_pair(ref, d)

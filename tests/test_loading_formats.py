@@ -19,11 +19,6 @@ GGUF_TYPES = ["Q8_0", "Q6_K", "Q5_K", "Q5_0", "Q5_1", "Q4_K", "Q4_0", "Q4_1", "Q
 
 
 @pytest.fixture(scope="module")
-def ref():
-    return lf.reference()
-
-
-@pytest.fixture(scope="module")
 def cfg():
     c = golden.case("a_dit_tiny")["config"]
     return dict(dim=c["dim"], ffn_dim=c["ffn_dim"], num_layers=c["num_layers"], in_dim=c["in_dim"],

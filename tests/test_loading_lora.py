@@ -17,11 +17,6 @@ def base_linears(ref) -> int:
 
 
 @pytest.fixture(scope="module")
-def ref():
-    return lf.reference()
-
-
-@pytest.fixture(scope="module")
 def files(tmp_path_factory, ref):
     d = tmp_path_factory.mktemp("lora")
     lf.write_float_pair(ref, d)

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ENABLE_HINT = ("ComfyUI not found: set COMFYUI_PATH=/path/to/ComfyUI (0.3.64+; several separated by "
                f"{os.pathsep!r}), with our requirements installed in its python (or COMFYUI_PYTHON=...), "
                "to run the integration tests")
+STUB_NODES = Path(__file__).resolve().parent / "sampler_stub_nodes"
 PACK_FOLDER = "infinitetalk-lipsync"  # a dash on purpose: ComfyUI must import us by path, as the Manager installs us
 
 
@@ -126,11 +127,15 @@ def _free_port() -> int:
 class ComfyServer:
     """A ComfyUI server on 127.0.0.1 with a temporary base directory (models/, input/, output/).
 
-    ``extra_nodes``: {folder name: path} of further custom-node packages to install beside the pack (test stubs)."""
+    ``extra_nodes``: {folder name: path} of further custom-node packages to install beside the pack (test stubs);
+    ``env``: variables added to the server's environment. ``with ComfyServer(...) as server:`` starts it and always
+    stops it."""
 
-    def __init__(self, comfyui: Path, base: Path, python: str | None = None, extra_nodes: dict | None = None):
+    def __init__(self, comfyui: Path, base: Path, python: str | None = None, extra_nodes: dict | None = None,
+                 env: dict | None = None):
         self.comfyui, self.base = Path(comfyui), base
         self.extra_nodes = dict(extra_nodes or {})
+        self.env = dict(env or {})
         self.python = python or comfyui_python(self.comfyui)
         self.version = comfyui_version(self.comfyui)
         self.port = _free_port()
@@ -148,7 +153,8 @@ class ComfyServer:
                    "--base-directory", str(self.base), "--database-url", "sqlite:///:memory:"]
         with open(self.log_path, "wb") as log:
             self._process = subprocess.Popen(command, cwd=self.comfyui, stdout=log, stderr=subprocess.STDOUT,
-                                             stdin=subprocess.DEVNULL, start_new_session=True)
+                                             stdin=subprocess.DEVNULL, start_new_session=True,
+                                             env={**os.environ, **self.env})
         deadline = time.monotonic() + timeout
         while True:
             if self._process.poll() is not None:
@@ -162,6 +168,16 @@ class ComfyServer:
                     raise TimeoutError(f"ComfyUI did not answer /object_info within {timeout:.0f} s:\n"
                                        f"{self.log()[-4000:]}") from None
                 time.sleep(1.0)
+
+    def __enter__(self) -> "ComfyServer":
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()  # a server that did not answer in time is still running
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
     def stop(self) -> None:
         """Stop the server and every process it started (idempotent)."""
@@ -194,26 +210,55 @@ class ComfyServer:
     def object_info(self) -> dict:
         return self._request("/object_info")
 
-    def run(self, prompt: dict, timeout: float = 300.0) -> dict:
-        """Queue an API-format workflow, wait, return its /history entry; raise with the server's error."""
+    def queue(self, prompt: dict) -> str:
+        """Queue an API-format workflow; its prompt id. Raises with the server's reason when it rejects it."""
         try:
-            queued = self._request("/prompt", {"prompt": prompt, "client_id": uuid.uuid4().hex})
+            return self._request("/prompt", {"prompt": prompt, "client_id": uuid.uuid4().hex})["prompt_id"]
         except urllib.error.HTTPError as e:
             raise RuntimeError(f"ComfyUI rejected the workflow: {e.read().decode(errors='replace')}") from None
-        prompt_id = queued["prompt_id"]
+
+    def wait(self, prompt_id: str, timeout: float = 300.0) -> dict:
+        """The /history entry of a queued prompt once it has finished, whether it succeeded, failed or was
+        interrupted (``entry["status"]["status_str"]``); TimeoutError with the server's log after ``timeout`` s."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             entry = self._request(f"/history/{prompt_id}").get(prompt_id)
             if entry and entry.get("status", {}).get("completed") is not None:
-                if entry["status"].get("status_str") != "success":
-                    errors = [m[1] for m in entry["status"].get("messages", []) if m[0] == "execution_error"]
-                    detail = "; ".join(f"{e.get('node_type')}: {e.get('exception_type')}: {e.get('exception_message')}"
-                                       for e in errors) or json.dumps(entry["status"])
-                    raise RuntimeError(f"workflow failed: {detail}")
                 return entry
-            time.sleep(0.25)
-        self._request("/interrupt", {})
+            time.sleep(0.2)
         raise TimeoutError(f"workflow {prompt_id} did not finish within {timeout:.0f} s:\n{self.log()[-4000:]}")
+
+    def run(self, prompt: dict, timeout: float = 300.0) -> dict:
+        """Queue an API-format workflow, wait, return its /history entry; raise with the server's error (and stop
+        the workflow when it does not finish in time)."""
+        try:
+            entry = self.wait(self.queue(prompt), timeout)
+        except TimeoutError:
+            self.interrupt()
+            raise
+        if entry["status"].get("status_str") != "success":
+            errors = [m[1] for m in entry["status"].get("messages", []) if m[0] == "execution_error"]
+            detail = "; ".join(f"{e.get('node_type')}: {e.get('exception_type')}: {e.get('exception_message')}"
+                               for e in errors) or json.dumps(entry["status"])
+            raise RuntimeError(f"workflow failed: {detail}")
+        return entry
+
+    def interrupt(self) -> None:
+        """Stop the running workflow, as the Cancel button does."""
+        self._request("/interrupt", {})
+
+    def free(self, **flags) -> None:
+        """POST /free (``unload_models=True``, ``free_memory=True``), as the Unload models button does."""
+        self._request("/free", flags)
+
+
+def stub_comfy_server(comfyui: ComfyUIInstall, base: Path, **env) -> ComfyServer:
+    """A server (not started) with the test-only stub nodes (sampler_stub_nodes/: tiny VAE, CLIP vision, text and
+    audio embeddings, probes) installed beside the pack; they read the golden tiny weights. ``env``: more variables
+    for the server."""
+    import golden  # tests/: on the path under pytest (tests/conftest.py); this file also runs as a script without it
+    return ComfyServer(comfyui.path, base, comfyui.python, extra_nodes={"it_sampler_stubs": STUB_NODES},
+                       env={"IT_STUB_GOLDEN_DIR": str(golden.golden_dir()), **env})
 
 
 if __name__ == "__main__":  # .ci/run: "<python>\t<ComfyUI folder>\t<version>" per ComfyUI found, or nothing

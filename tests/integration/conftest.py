@@ -1,17 +1,20 @@
-"""Session fixtures for the integration tests, once per ComfyUI found (comfyui_harness.find_comfyuis: COMFYUI_PATH,
+"""Fixtures for the integration tests, once per ComfyUI found (comfyui_harness.find_comfyuis: COMFYUI_PATH,
 several separated by os.pathsep, or $HOME/ComfyUI and $HOME/ComfyUI-*); the test ids carry the version
 (``test_x[comfyui-0.8.0]``) and the summary counts results per ComfyUI.
 
 ``comfyui``: the ComfyUIInstall under test (``.path``, ``.python``, ``.version``): a test starting a server of its
-own uses ``ComfyServer(comfyui.path, base, comfyui.python, extra_nodes=...)``.
+own uses ``with ComfyServer(comfyui.path, base, comfyui.python, extra_nodes=...) as server:`` (started, always
+stopped).
 ``comfy_server``: a real ComfyUI (--cpu, temp base dir) with this pack installed. Gives ``.url``, ``.version``,
 ``.models_dir`` / ``.input_dir`` / ``.output_dir`` (Path), ``.object_info()``, ``.run(prompt, timeout=...) ->
-/history entry`` (raises with the server's error), ``.get(path)`` and ``.log()``.
+/history entry`` (raises with the server's error), ``.queue(prompt) -> prompt id`` and ``.wait(prompt_id, timeout=...)
+-> /history entry`` (whatever the outcome), ``.interrupt()``, ``.free(**flags)``, ``.get(path)`` and ``.log()``.
+``stub_server``: the same, one per test module, with the stub nodes (sampler_stub_nodes/) beside the pack.
 Skips (one line) when no ComfyUI is found; every server is shut down.
 """
 import pytest
 
-from comfyui_harness import ENABLE_HINT, ComfyServer, find_comfyuis
+from comfyui_harness import ENABLE_HINT, ComfyServer, find_comfyuis, stub_comfy_server
 
 try:
     INSTALLS, _PROBLEM = find_comfyuis(), None
@@ -30,12 +33,15 @@ def comfyui(request):
 
 @pytest.fixture(scope="session")
 def comfy_server(comfyui, tmp_path_factory):
-    server = ComfyServer(comfyui.path, tmp_path_factory.mktemp(f"comfyui-{comfyui.version}"), comfyui.python)
-    try:
-        server.start()
+    with ComfyServer(comfyui.path, tmp_path_factory.mktemp(f"comfyui-{comfyui.version}"), comfyui.python) as server:
         yield server
-    finally:
-        server.stop()
+
+
+@pytest.fixture(scope="module")
+def stub_server(comfyui, tmp_path_factory):
+    """A server of its own per test module and ComfyUI, with the stub nodes beside the pack (stub_comfy_server)."""
+    with stub_comfy_server(comfyui, tmp_path_factory.mktemp(f"comfyui_sampler-{comfyui.version}")) as server:
+        yield server
 
 
 _RESULTS: dict = {}  # ComfyUI id -> {outcome: count}

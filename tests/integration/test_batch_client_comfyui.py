@@ -10,7 +10,6 @@ kept, so the client patches it by title exactly as a user's run would.
 - a server killed mid-batch: its job is re-queued and every job completes on the others.
 """
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -22,11 +21,10 @@ import numpy as np
 import pytest
 
 import golden
-from comfyui_harness import ENABLE_HINT, ComfyServer, find_comfyuis
+from comfyui_harness import ENABLE_HINT, find_comfyuis, stub_comfy_server
 
 av = pytest.importorskip("av")
 ROOT = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
 WORKFLOW = next((ROOT / "example_workflows" / "api").glob("*v2v*.json"))
 WORKFLOW_I2V = next((ROOT / "example_workflows" / "api").glob("*i2v*.json"))
 AUDIO_SECONDS = [0.4, 0.56, 0.72, 0.88]  # 10, 14, 18, 22 frames at 25 fps (one or two 17-frame windows)
@@ -96,19 +94,15 @@ def fleet(tmp_path_factory):
     comfyuis = [installs[0]] * 2 + installs[1:]  # two servers of the first ComfyUI, one of each other
     import loading_files as lf
     base_sd, audio_sd = lf.split(lf.reference())
-    previous = os.environ.get("IT_STUB_GOLDEN_DIR")
-    os.environ["IT_STUB_GOLDEN_DIR"] = str(golden.golden_dir())  # read by the stub nodes in the servers
     servers = []
     for i, comfyui in enumerate(comfyuis):
         base = tmp_path_factory.mktemp(f"batch_server{i}")
-        (base / "custom_nodes").mkdir(parents=True)
-        (base / "custom_nodes" / "it_sampler_stubs").symlink_to(HERE / "sampler_stub_nodes", target_is_directory=True)
         for folder in ("diffusion_models", "loras"):
             (base / "models" / folder).mkdir(parents=True)
         lf.write_st(base_sd, base / "models/diffusion_models/it_batch_base.safetensors", prefix="model.diffusion_model.")
         lf.write_st(audio_sd, base / "models/diffusion_models/it_batch_infinitetalk.safetensors")
         lf.lora_file(base_sd, base / "models/loras/it_batch_lora.safetensors")
-        servers.append(ComfyServer(comfyui.path, base, comfyui.python))
+        servers.append(stub_comfy_server(comfyui, base))
     errors = []
 
     def start(server):
@@ -129,10 +123,6 @@ def fleet(tmp_path_factory):
     finally:
         for server in servers:
             server.stop()
-        if previous is None:
-            os.environ.pop("IT_STUB_GOLDEN_DIR", None)
-        else:
-            os.environ["IT_STUB_GOLDEN_DIR"] = previous
 
 
 @pytest.fixture(scope="module")

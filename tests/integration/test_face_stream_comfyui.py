@@ -1,12 +1,10 @@
 """Face-only dubbing streamed in a real ComfyUI: LoadVideo -> InfiniteTalk Face Plan (video) -> sampler (source_video
 + face_plan) -> SaveVideo. Cancel mid-render, queue the same prompt again: it resumes and the full-resolution mp4's
 frames equal an uninterrupted render's. Tiny models and the stub server of test_long_video_comfyui.py."""
-import time
-
 import numpy as np
 
-from test_long_video_comfyui import (decoded, long_prompt, monkeypatch_module, queue, saved, server,  # noqa: F401
-                                     tiny_models, wait, write_clip, write_tone)
+from test_long_video_comfyui import (RENDER_TIMEOUT, cancel_after, decoded, long_prompt, saved, server,  # noqa: F401
+                                     tiny_models, write_clip, write_tone)  # (server: the fixture)
 
 SIZE = (48, 64)  # write_clip's frames (h, w)
 
@@ -27,21 +25,14 @@ def test_face_only_cancel_then_queue_again_resumes_with_identical_frames(server)
     write_tone(server.input_dir / "face_tone.wav", 24)
     seconds = 24.0  # 600 frames: 9 windows of 81 with 9 motion frames
     reference = face_prompt("face_src.mp4", "face_tone.wav", seconds, "face/whole", resume=False, seed=5)
-    entry = wait(server, queue(server, reference))
+    entry = server.wait(server.queue(reference), RENDER_TIMEOUT)
     assert entry["status"]["status_str"] == "success", entry["status"]
     text = "\n".join(entry["outputs"]["10"]["text"])
     assert "face-only: the 64x64 face crop pasted back into the 64x48 frames" in text, text
     prompt = face_prompt("face_src.mp4", "face_tone.wav", seconds, "face/resumed", seed=5)
-    first = queue(server, prompt)
-    checkpoints = server.output_dir / "infinitetalk_checkpoints"
-    deadline = time.monotonic() + 600
-    while not list(checkpoints.glob("*/window_00002.mp4")):  # a few windows done: press Cancel
-        assert time.monotonic() < deadline, server.log()[-3000:]
-        time.sleep(0.05)
-    server._request("/interrupt", {})
-    entry = wait(server, first)
+    entry = cancel_after(server, prompt, "window_00002.mp4")
     assert entry["status"]["status_str"] != "success", "the render finished before Cancel; make it longer"
-    entry = wait(server, queue(server, prompt))
+    entry = server.wait(server.queue(prompt), RENDER_TIMEOUT)
     assert entry["status"]["status_str"] == "success", entry["status"]
     text = "\n".join(entry["outputs"]["10"]["text"])
     assert "resumed at window" in text, text
@@ -49,4 +40,4 @@ def test_face_only_cancel_then_queue_again_resumes_with_identical_frames(server)
     assert whole.shape == resumed.shape == (600, *SIZE, 3)
     differ = [i for i in range(whole.shape[0]) if not np.array_equal(whole[i], resumed[i])]
     assert not differ, f"{len(differ)} frames differ, first {differ[:8]}: {text}"
-    assert not any(checkpoints.glob("*/checkpoint.pt"))
+    assert not any((server.output_dir / "infinitetalk_checkpoints").glob("*/checkpoint.pt"))

@@ -3,38 +3,27 @@ minutes of audio; Cancel mid-render, queue the same prompt again -> it resumes a
 uninterrupted render's. Tiny models as in test_sampler_workflow.py (real loader on the golden tiny DiT, core VAE code
 at dim 8, stub CLIP vision / text / audio embeddings)."""
 import time
-import uuid
 
 import numpy as np
 import pytest
 
 import golden
-from comfyui_harness import PACK_FOLDER, ComfyServer, ComfyUINotFound, comfyui_python, find_comfyui
-from test_sampler_workflow import HERE, monkeypatch_module  # noqa: F401 (fixture)
+from comfyui_harness import ENABLE_HINT, PACK_FOLDER, find_comfyuis, stub_comfy_server
 
 av = pytest.importorskip("av")
 RATE = 16000
+RENDER_TIMEOUT = 900  # s: a render of the resume tests (1000 frames)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, monkeypatch_module):
-    """The stub server of test_sampler_workflow.py, with one torch thread: the tiny models' small ops run ~10x
-    faster than with threads fighting over 2 busy CI cores."""
-    try:
-        comfyui = find_comfyui()
-    except ComfyUINotFound as e:
-        pytest.skip(str(e))
-    base = tmp_path_factory.mktemp("comfyui_long")
-    monkeypatch_module.setenv("IT_STUB_GOLDEN_DIR", str(golden.golden_dir()))
-    monkeypatch_module.setenv("OMP_NUM_THREADS", "1")
-    (base / "custom_nodes").mkdir(parents=True)
-    (base / "custom_nodes" / "it_sampler_stubs").symlink_to(HERE / "sampler_stub_nodes", target_is_directory=True)
-    srv = ComfyServer(comfyui, base, comfyui_python(comfyui))
-    try:
-        srv.start()
+def server(tmp_path_factory):
+    """The stub server (stub_comfy_server) of the first ComfyUI found only (these renders take minutes), with one
+    torch thread: the tiny models' small ops run ~10x faster than with threads fighting over 2 busy CI cores."""
+    installs = find_comfyuis()
+    if not installs:
+        pytest.skip(ENABLE_HINT)
+    with stub_comfy_server(installs[0], tmp_path_factory.mktemp("comfyui_long"), OMP_NUM_THREADS="1") as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def write_clip(path, seconds=8.0, fps=30, size=(48, 64)):
@@ -97,18 +86,25 @@ def long_prompt(clip, audio, seconds, prefix, *, resume=True, window=81, motion=
     }
 
 
-def queue(srv, prompt):
-    return srv._request("/prompt", {"prompt": prompt, "client_id": uuid.uuid4().hex})["prompt_id"]
+def queue(srv, prompt):  # bench/long_video.py drives its server with queue and wait
+    return srv.queue(prompt)
 
 
 def wait(srv, prompt_id, timeout=900):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        entry = srv._request(f"/history/{prompt_id}").get(prompt_id)
-        if entry and entry.get("status", {}).get("completed") is not None:
-            return entry
-        time.sleep(0.2)
-    raise TimeoutError(srv.log()[-3000:])
+    return srv.wait(prompt_id, timeout)
+
+
+def cancel_after(srv, prompt, window_file):
+    """Queue ``prompt``, press Cancel once a render checkpoint holds ``window_file`` (a few windows done); the
+    cancelled run's /history entry."""
+    prompt_id = srv.queue(prompt)
+    checkpoints = srv.output_dir / "infinitetalk_checkpoints"
+    deadline = time.monotonic() + 600
+    while not list(checkpoints.glob(f"*/{window_file}")):
+        assert time.monotonic() < deadline, srv.log()[-3000:]
+        time.sleep(0.05)
+    srv.interrupt()
+    return srv.wait(prompt_id, RENDER_TIMEOUT)
 
 
 def decoded(path):
@@ -145,19 +141,13 @@ def test_cancel_then_queue_again_resumes_with_identical_frames(server):
     write_tone(server.input_dir / "resume_tone.wav", 40)
     seconds = 40.0  # 1000 frames: 14 windows of 81 with 9 motion frames
     reference = long_prompt("resume_src.mp4", "resume_tone.wav", seconds, "resume/whole", resume=False, seed=5)
-    wait(server, queue(server, reference))
+    server.wait(server.queue(reference), RENDER_TIMEOUT)
     prompt = long_prompt("resume_src.mp4", "resume_tone.wav", seconds, "resume/resumed", seed=5)
-    first = queue(server, prompt)
-    checkpoints = server.output_dir / "infinitetalk_checkpoints"
-    deadline = time.monotonic() + 600
-    while not list(checkpoints.glob("*/window_00003.mp4")):  # a few windows done: press Cancel
-        assert time.monotonic() < deadline, server.log()[-3000:]
-        time.sleep(0.05)
-    server._request("/interrupt", {})
-    entry = wait(server, first)
+    entry = cancel_after(server, prompt, "window_00003.mp4")
     assert entry["status"]["status_str"] != "success", "the render finished before Cancel; make it longer"
+    checkpoints = server.output_dir / "infinitetalk_checkpoints"
     assert list(checkpoints.glob("*/checkpoint.pt"))
-    entry = wait(server, queue(server, prompt))
+    entry = server.wait(server.queue(prompt), RENDER_TIMEOUT)
     assert entry["status"]["status_str"] == "success", entry["status"]
     text = "\n".join(entry["outputs"]["10"]["text"])
     assert "resumed at window" in text, text

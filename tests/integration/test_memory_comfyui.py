@@ -8,12 +8,10 @@ a tiny file; the other sampler inputs come from the stub nodes."""
 import json
 import shutil
 import time
-import urllib.request
 
 import loading_files as lf
 import wav2vec_files as wf
 import golden
-from test_sampler_workflow import monkeypatch_module, server  # noqa: F401 (fixtures: the stub server)
 
 DIT_BASE, DIT_AUDIO, WAV2VEC = "it_mem_base.safetensors", "it_mem_infinitetalk.safetensors", "it_mem_wav2vec.safetensors"
 
@@ -66,12 +64,6 @@ def _text(entry, node):
     return json.loads(entry["outputs"][node]["text"][0])
 
 
-def _free(srv, **flags):
-    request = urllib.request.Request(srv.url + "/free", data=json.dumps(flags).encode(),
-                                     headers={"Content-Type": "application/json"})
-    urllib.request.urlopen(request, timeout=30).read()
-
-
 def _probe_after_unload(srv):
     """The worker applies /free's flags after the prompt it is running, or right away when idle: probe until done."""
     for _ in range(20):
@@ -82,11 +74,11 @@ def _probe_after_unload(srv):
     raise AssertionError(f"our models stayed registered after /free unload_models: {probe}")
 
 
-def test_unload_models_releases_our_models_and_the_next_run_reloads_them(server):
-    _models(server)
+def test_unload_models_releases_our_models_and_the_next_run_reloads_them(stub_server):
+    _models(stub_server)
     text_dim = golden.case("a_dit_tiny")["config"]["text_dim"]
 
-    first = server.run(_prompt(text_dim), timeout=600)
+    first = stub_server.run(_prompt(text_dim), timeout=600)
     probe = _text(first, "14")
     for name in ("model", "wav2vec"):  # loaded through the manager and listed by it
         assert probe[name]["loaded"] and probe[name]["registered"], probe
@@ -94,16 +86,16 @@ def test_unload_models_releases_our_models_and_the_next_run_reloads_them(server)
     assert 0 < probe["model"]["size"] <= probe["model"]["ram"]  # the swapped block is RAM but not the model size
     frames = _text(first, "11")
 
-    _free(server, unload_models=True)
-    released = _probe_after_unload(server)
+    stub_server.free(unload_models=True)
+    released = _probe_after_unload(stub_server)
     for name in ("model", "wav2vec"):
         assert not released[name]["loaded"] and not released[name]["registered"], released
         assert released[name]["id"] == probe[name]["id"]  # still cached by ComfyUI: only the memory was released
     assert not {"InfiniteTalkDiT", "Wav2Vec2Encoder"} & set(released["loaded_classes"]), released
 
-    again = server.run(_prompt(text_dim), timeout=600)  # the sampler runs again (the probe-only run dropped it)
+    again = stub_server.run(_prompt(text_dim), timeout=600)  # the sampler runs again (the probe-only run dropped it)
     reloaded = _text(again, "14")
     assert reloaded["model"]["id"] == probe["model"]["id"]  # the same object, loaded again: no reload from disk
     assert reloaded["model"]["loaded"] and reloaded["model"]["registered"] and reloaded["wav2vec"]["loaded"]
     assert _text(again, "11") == frames  # bit-identical frames
-    assert "memory leak" not in server.log()
+    assert "memory leak" not in stub_server.log()

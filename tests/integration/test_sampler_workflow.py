@@ -4,36 +4,13 @@ SaveVideo; and the core Wan 2.1 VAE code against the official golden VAE cases.
 The model is the real loader node on the golden tiny DiT; audio embeddings, CLIP vision and text come from test-only
 stub nodes (sampler_stub_nodes/); the VAE is core's VAE wrapper and WanVAE code at dim 8 with the golden weights. The written mp4 must last exactly as long as the audio."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import golden
 from audio_io import read_audio, write_pcm_wav
-from comfyui_harness import PACK_FOLDER, ComfyServer
-
-HERE = Path(__file__).resolve().parent
-
-
-@pytest.fixture(scope="module")
-def server(comfyui, tmp_path_factory, monkeypatch_module):
-    """A server of its own per ComfyUI under test, with the stub nodes installed beside the pack."""
-    monkeypatch_module.setenv("IT_STUB_GOLDEN_DIR", str(golden.golden_dir()))
-    srv = ComfyServer(comfyui.path, tmp_path_factory.mktemp(f"comfyui_sampler-{comfyui.version}"), comfyui.python,
-                      extra_nodes={"it_sampler_stubs": HERE / "sampler_stub_nodes"})
-    try:
-        srv.start()
-        yield srv
-    finally:
-        srv.stop()
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
+from comfyui_harness import PACK_FOLDER
 
 
 def _duration(path):
@@ -106,15 +83,15 @@ def _workflow(server, prefix, seconds, sampler=None, extra=None, positive=("8", 
     return text, files[-1], original
 
 
-def test_video_to_lipsync_mp4_matches_audio_length(server):
+def test_video_to_lipsync_mp4_matches_audio_length(stub_server):
     seconds = 2.0
-    text, path, original = _workflow(server, "it_sampler", seconds)
+    text, path, original = _workflow(stub_server, "it_sampler", seconds)
     assert "16x16" in text and "V2V (60 frames @ 30 fps)" in text
     frames, fps, audio_s = _duration(path)
     assert fps == 25.0 and frames == round(seconds * 25)
     assert abs(audio_s - seconds) <= 1.5 / 25
     # The sampler's AUDIO is the user's 44.1 kHz stereo, untouched and exactly 50 frames long (flac: lossless).
-    rate, sound = read_audio(next(server.output_dir.rglob("it_sampler_sound*.flac")))
+    rate, sound = read_audio(next(stub_server.output_dir.rglob("it_sampler_sound*.flac")))
     assert rate == 44100 and sound.shape == (2, 50 * 1764)
     assert np.abs(sound - original[:, :50 * 1764]).max() < 2e-4
 
@@ -135,7 +112,7 @@ def _frames(path):
         return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
 
 
-def test_official_exact_on_and_off_with_a_prompt_schedule(server):
+def test_official_exact_on_and_off_with_a_prompt_schedule(stub_server):
     """The sampler's faithfulness choices through a real ComfyUI, with two prompts scheduled over time (48x48 source
     resized by the official PIL rule to 16x16): official_exact on reports the official choices whatever the
     inputs say; off, the chosen ones; the videos differ by those choices."""
@@ -148,7 +125,7 @@ def test_official_exact_on_and_off_with_a_prompt_schedule(server):
             "two_speaker_null_audio": "silence both speakers"}
     runs = {}
     for exact in (True, False):
-        text, path, _ = _workflow(server, f"it_faithful_{exact}", seconds, {**ours, "official_exact": exact},
+        text, path, _ = _workflow(stub_server, f"it_faithful_{exact}", seconds, {**ours, "official_exact": exact},
                                   extra, positive=("21", 0))
         assert "prompt 1 from window 0" in text and "prompt 2 from window 2" in text
         frames, fps, _ = _duration(path)
@@ -162,11 +139,11 @@ def test_official_exact_on_and_off_with_a_prompt_schedule(server):
     assert (runs[True][1].astype(int) - runs[False][1].astype(int)).any()
 
 
-def test_core_vae_through_our_adapter_matches_official_golden_cases(server):
+def test_core_vae_through_our_adapter_matches_official_golden_cases(stub_server):
     """ComfyVAE (our adapter) around core's VAE wrapper and core's WanVAE code (dim 8, golden weights) reproduces the
     official WanVAE.encode/decode (latents normalised as the official wrapper)."""
-    entry = server.run({"1": {"class_type": "ITTestVAEAdapterCheck", "inputs": {"pack_module": PACK_FOLDER}}},
-                       timeout=120)
+    entry = stub_server.run({"1": {"class_type": "ITTestVAEAdapterCheck", "inputs": {"pack_module": PACK_FOLDER}}},
+                            timeout=120)
     err = json.loads(entry["outputs"]["1"]["text"][0])
     print(f"\ncore VAE via ComfyVAE vs official (dim 8): {err}")
     assert max(err.values()) <= 1e-5, err

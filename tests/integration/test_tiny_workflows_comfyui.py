@@ -22,7 +22,7 @@ import workflow_check as wc
 from client.ui_to_api import ui_to_api
 from infinitetalk_lipsync.pipeline.mask.face_mask import face_masks
 from infinitetalk_lipsync.pipeline.mask.regions import dilate
-from test_sampler_workflow import _duration, monkeypatch_module, server  # noqa: F401 (fixtures: the stub server)
+from test_sampler_workflow import _duration
 
 av = pytest.importorskip("av")
 Image = pytest.importorskip("PIL.Image")
@@ -64,25 +64,39 @@ def _saved(srv, entry, node):
                      for f in files])
 
 
+def _assert_only_the_face_changed(pasted, source):
+    """[T,H,W,3] frames: equal to the source bit for bit outside BOX's face mask and its feather, regenerated
+    inside it."""
+    box = tuple(float(v) for v in BOX.split(","))
+    mask, _, _ = face_masks(torch.zeros(len(pasted), SIZE, SIZE, 3), box=box, region="face", dilation=DILATION,
+                            smoothing=1)
+    outside = (dilate(mask, FEATHER + 1) == 0).numpy()
+    assert outside.mean() > 0.5
+    assert np.array_equal(pasted[outside], source[outside])  # bit-identical outside mask + feather
+    inside = (mask > 0.99).numpy()
+    assert np.abs(pasted.astype(int) - source.astype(int))[inside].mean() > 5  # the face was regenerated
+
+
 @pytest.fixture(scope="module")
-def tiny_models(server):
+def tiny_models(stub_server):
     """The golden tiny DiT as a base + InfiniteTalk file pair, and a LoRA over it, in the server's model folders."""
     import loading_files as lf
-    folder = server.models_dir / "diffusion_models"
+    models = stub_server.models_dir
+    folder = models / "diffusion_models"
     folder.mkdir(parents=True, exist_ok=True)
     base, audio = lf.split(lf.reference())
     lf.write_st(base, folder / "it_face_tiny_base.safetensors", prefix="model.diffusion_model.")
     lf.write_st(audio, folder / "it_face_tiny_infinitetalk.safetensors")
-    (server.models_dir / "loras").mkdir(parents=True, exist_ok=True)
-    lf.lora_file(base, server.models_dir / "loras" / "it_tiny_lora.safetensors")
+    (models / "loras").mkdir(parents=True, exist_ok=True)
+    lf.lora_file(base, models / "loras" / "it_tiny_lora.safetensors")
     import separation_files as sf  # a small Mel-Band RoFormer in the real key layout (the V2V example separates)
-    (server.models_dir / "vocal_separation").mkdir(parents=True, exist_ok=True)
-    sf.write(server.models_dir / "vocal_separation" / VOCALS, sf.random_state_dict(seed=3, config=sf.small_config()))
-    return server
+    (models / "vocal_separation").mkdir(parents=True, exist_ok=True)
+    sf.write(models / "vocal_separation" / VOCALS, sf.random_state_dict(seed=3, config=sf.small_config()))
+    return stub_server
 
 
-def test_face_only_dubbing_full_path(server, tiny_models):
-    _write_clip(server.input_dir / "face_clip.mp4")
+def test_face_only_dubbing_full_path(stub_server, tiny_models):
+    _write_clip(stub_server.input_dir / "face_clip.mp4")
     text_dim = golden.case("a_dit_tiny")["config"]["text_dim"]
     prompt = {
         "1": {"class_type": "LoadVideo", "inputs": {"file": "face_clip.mp4"}},
@@ -115,27 +129,20 @@ def test_face_only_dubbing_full_path(server, tiny_models):
         "15": {"class_type": "SaveImage", "inputs": {"images": ["12", 0], "filename_prefix": "face_dub/pasted"}},
         "16": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "face_dub/source"}},
     }
-    entry = server.run(prompt, timeout=600)
+    entry = stub_server.run(prompt, timeout=600)
     text = "\n".join(entry["outputs"]["11"]["text"])
     assert "V2V (30 frames @ 25 fps)" in text and "16x16" in text and "2 windows" in text, text
 
     frames = round(SECONDS * FPS)
-    videos = sorted((server.output_dir / "face_dub").glob("clip*.mp4"))
+    videos = sorted((stub_server.output_dir / "face_dub").glob("clip*.mp4"))
     assert videos, entry["outputs"]
     count, fps, audio_s = _duration(videos[-1])
     assert (count, fps) == (frames, FPS)
     assert abs(audio_s - SECONDS) <= 1.5 / FPS
 
-    pasted, source = _saved(server, entry, "15"), _saved(server, entry, "16")
+    pasted, source = _saved(stub_server, entry, "15"), _saved(stub_server, entry, "16")
     assert pasted.shape == (frames, SIZE, SIZE, 3) and source.shape == (FRAMES, SIZE, SIZE, 3)
-    box = tuple(float(v) for v in BOX.split(","))
-    mask, _, _ = face_masks(torch.zeros(frames, SIZE, SIZE, 3), box=box, region="face", dilation=DILATION,
-                            smoothing=1)
-    outside = (dilate(mask, FEATHER + 1) == 0).numpy()
-    assert outside.mean() > 0.5
-    assert np.array_equal(pasted[outside], source[:frames][outside])  # bit-identical outside mask + feather
-    inside = (mask > 0.99).numpy()
-    assert np.abs(pasted.astype(int) - source[:frames].astype(int))[inside].mean() > 5  # the face was regenerated
+    _assert_only_the_face_changed(pasted, source[:frames])
 
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "example_workflows"
@@ -176,14 +183,7 @@ def test_face_only_api_workflow_streams(tiny_models):
         assert (c.streams.video[0].width, c.streams.video[0].height) == (SIZE, SIZE)
     pasted, source = _saved(srv, entry, "90"), _saved(srv, entry, "92")
     assert pasted.shape == (frames, SIZE, SIZE, 3)
-    box = tuple(float(v) for v in BOX.split(","))
-    mask, _, _ = face_masks(torch.zeros(frames, SIZE, SIZE, 3), box=box, region="face", dilation=DILATION,
-                            smoothing=1)
-    outside = (dilate(mask, FEATHER + 1) == 0).numpy()
-    assert outside.mean() > 0.5
-    assert np.array_equal(pasted[outside], source[:frames][outside])  # bit-identical outside mask + feather
-    inside = (mask > 0.99).numpy()
-    assert np.abs(pasted.astype(int) - source[:frames].astype(int))[inside].mean() > 5  # the face was regenerated
+    _assert_only_the_face_changed(pasted, source[:frames])
 
 
 VOCALS = "it-small-melband.safetensors"
