@@ -291,6 +291,9 @@ def main():
     run_job("warm-up (not counted)", model, codec, make_job(video[:window], window, Settings(
         steps=4, shift=11.0, cfg=1.0, audio_cfg=2.5, denoise=0.4, window=window, colour_strength=1.0),
         size, text_len, cfg.text_dim), device, timer)
+    if args.precision == "fp8":
+        from pipeline.loading import quant_linear
+        print(f"fp8 matmul as this build runs it: {quant_linear._MM}", flush=True)
     results = {}
     if "clip" not in skip:
         s = Settings(steps=4, shift=11.0, cfg=1.0, audio_cfg=2.0, window=window, colour_strength=1.0)

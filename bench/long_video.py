@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 
 import golden  # noqa: E402
 from comfyui_harness import ComfyServer, comfyui_python, find_comfyui  # noqa: E402
-from test_long_video_comfyui import long_prompt, queue, tiny_models, wait, write_tone  # noqa: E402
+from test_long_video_comfyui import long_prompt, tiny_models, write_tone  # noqa: E402
 
 SOURCE_MINUTES = 5  # the source video; longer audio ping-pongs over it
 EMBED_BYTES_PER_FRAME = 12 * 768 * 4
@@ -134,7 +134,7 @@ def main() -> None:
         print(f"ComfyUI {comfyui}; source 854x480 25 fps {SOURCE_MINUTES} min written in {time.monotonic() - t:.0f} s"
               + ("; face-only path (64x64 crop pasted into 854x480)" if args.face else ""))
         write_tone(srv.input_dir / "warm.wav", 4)
-        wait(srv, queue(srv, shape(long_prompt("src480.mp4", "warm.wav", 4.0, "bench/warm", name="it_long"))))
+        srv.wait(srv.queue(shape(long_prompt("src480.mp4", "warm.wav", 4.0, "bench/warm", name="it_long"))), 900)
         rows = []
         for minutes in args.minutes:
             seconds = minutes * 60
@@ -146,7 +146,7 @@ def main() -> None:
             prompt = long_prompt("src480.mp4", f"tone{minutes:g}.wav", seconds, f"bench/m{minutes:g}")
             prompt["10"]["inputs"].update(width=112, height=64, source_end="pingpong")
             prompt = shape(prompt)
-            entry = wait(srv, queue(srv, prompt), timeout=6 * 3600)
+            entry = srv.wait(srv.queue(prompt), timeout=6 * 3600)
             wall = time.monotonic() - t
             sampler.stop.set()
             sampler.join()

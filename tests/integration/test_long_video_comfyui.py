@@ -86,14 +86,6 @@ def long_prompt(clip, audio, seconds, prefix, *, resume=True, window=81, motion=
     }
 
 
-def queue(srv, prompt):  # bench/long_video.py drives its server with queue and wait
-    return srv.queue(prompt)
-
-
-def wait(srv, prompt_id, timeout=900):
-    return srv.wait(prompt_id, timeout)
-
-
 def cancel_after(srv, prompt, window_file):
     """Queue ``prompt``, press Cancel once a render checkpoint holds ``window_file`` (a few windows done); the
     cancelled run's /history entry."""
