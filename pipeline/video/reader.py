@@ -39,7 +39,7 @@ def _av():
     try:
         import av
     except ImportError:  # av ships with ComfyUI; outside it, requirements.txt installs it
-        raise ImportError("Reading a VIDEO needs PyAV: pip install av") from None
+        raise ImportError("Reading or writing video needs PyAV: pip install av") from None
     return av
 
 

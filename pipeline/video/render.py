@@ -4,12 +4,17 @@ on disk, checkpointed for resume, then joined with the audio into one mp4. Host 
 
 Resume: with ``resume`` on, a render whose checkpoint folder (``sampler/resume.Checkpoints``) holds
 finished windows continues at the first unfinished one; the file equals an uninterrupted render's.
+Writing overlaps computing: a window's H.264 segment and its checkpoint are written on a worker thread
+while the sampler computes the next window (x264 and PyAV release the GIL), so the GPU does not wait for
+the CPU's encode; at most two windows are in memory. A stop (Cancel, an error) first finishes writing the
+window already computed, so it is kept for resume.
 Continue: ``start``/``state`` begin at a later window with the motion frames of a previous video (the
 caller builds them with ``continue_state``), exactly as that window of one long render would.
 """
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -89,28 +94,68 @@ def render(model, codec, clip_encoder, job: Job, path: str, checkpoints: Checkpo
         _read_segments(frames, [checkpoints.segment(k) for k in segments], height, width)
     timings = []
     clock = time.perf_counter()
-    if resumed_at < len(plan.windows):
-        for result in sample(model, codec, clip_encoder, job, device, callbacks, prepared=prepared, start=resumed_at,
-                             state=saved):
+    writer = _Writer()
+    try:
+        for result in (sample(model, codec, clip_encoder, job, device, callbacks, prepared=prepared, start=resumed_at,
+                              state=saved) if resumed_at < len(plan.windows) else ()):
             window = plan.windows[result.index]
             if window.kept:
-                at = window.output_start - first
-                out = result.frames if paste is None else paste.frames(window.output_start, result.frames)
-                if frames is not None:
-                    out = _kept(out, frames, at)
-                encode_segment(checkpoints.segment(window.index), out, fps, crf)
-                segments.append(window.index)
-            checkpoints.commit(window.index + 1, segments,
-                               result.state if paste is None else {**result.state, **paste.state()})
+                segments = segments + [window.index]  # a new list: the worker commits the one it was given
+
+            def write(window=window, result=result, segments=segments):
+                if window.kept:
+                    out = result.frames if paste is None else paste.frames(window.output_start, result.frames)
+                    if frames is not None:
+                        out = _kept(out, frames, window.output_start - first)
+                    encode_segment(checkpoints.segment(window.index), out, fps, crf)
+                checkpoints.commit(window.index + 1, segments,
+                                   result.state if paste is None else {**result.state, **paste.state()})
+
+            writer.submit(write)
+            if paste is not None:
+                writer.wait()  # the paste reads the source video, which the sampler's next window reads too
             now = time.perf_counter()
             timings.append(now - clock)
             clock = now
             on_window(window.index, len(plan.windows), timings[-1])
+    finally:
+        writer.close()
     waveform, rate = trim_to_frames(job.audio, fps, num_frames, first)
     assemble(path, [checkpoints.segment(k) for k in segments], fps, num_frames, (waveform, rate))
     checkpoints.remove()
     return Rendered(path=path, frames=frames, audio={"waveform": waveform[None], "sample_rate": rate}, fps=fps,
                     first_frame=first, resumed_at=resumed_at, seconds_per_window=timings)
+
+
+class _Writer:
+    """One worker thread running each window's write in order; at most one write pending. A write runs in
+    the submitting thread's inference/grad mode (thread-local in torch): tensors made under inference mode
+    may only be changed in place under it."""
+
+    def __init__(self):
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infinitetalk-write")
+        self._pending = None
+
+    def submit(self, write: Callable[[], None]) -> None:
+        self.wait()
+        inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
+
+        def run():
+            with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+                write()
+        self._pending = self._pool.submit(run)
+
+    def wait(self) -> None:
+        """Until the pending write is done; its error is raised here."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
 
 
 def _kept(frames, into: torch.Tensor, at: int):

@@ -14,7 +14,7 @@ def test_e2e_bench_smoke_run(comfyui):
     assert done.returncode == 0, f"bench/e2e.py --smoke failed with ComfyUI {comfyui.version}:\n{done.stderr[-3000:]}"
     results = [line for line in done.stdout.splitlines() if line.startswith("RESULTS")]
     assert results, done.stdout[-2000:]
-    for job in ("clip", "fast", "crisp", "crisp_magcache"):
+    for job in ("clip", "fast", "fast_written", "crisp", "crisp_magcache"):
         assert f"'{job}'" in results[0], results[0]
     skipped = re.search(r"step cache: (\d+) of 48 model calls skipped", done.stdout)
     assert skipped and int(skipped.group(1)) > 0, done.stdout[-2000:]  # MagCache decides from the published ratios
