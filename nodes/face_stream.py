@@ -15,7 +15,7 @@ from .face_inputs import BLEND, BOX, CROP_PADDING, CROP_SIDE, CROP_WINDOW, DETEC
 from .mask import CATEGORY, SAM2_TYPE
 from ..pipeline.mask.composite import mask_size_note
 from ..pipeline.mask.crop import plan_crop
-from ..pipeline.mask.face_box import boxes_from_mask, track_face_boxes
+from ..pipeline.mask.face_box import boxes_from_mask, key_frames, track_face_boxes
 from ..pipeline.mask.face_stream import FACE_PLAN_TYPE, FacePlan
 from ..pipeline.video.reader import VideoFile
 
@@ -40,7 +40,7 @@ def face_boxes(video: VideoFile, mask, box: str, detect_every: int, unique_id=No
     if typed is not None:
         boxes = torch.tensor(box_in_frame(typed, h, w), dtype=torch.float32)[None].expand(count, 4).clone()
         return boxes, "the typed box"
-    keys = len(set(range(0, count, max(1, detect_every))) | {count - 1})
+    keys = len(key_frames(count, detect_every))
     bar = host.Progress(keys, unique_id)
 
     def step(n):

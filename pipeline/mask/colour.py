@@ -60,21 +60,13 @@ class ColourMatcher:
 
     mode: one of COLOUR_MODES. The per-frame correction (Lab statistics, or histogram map) is an
     exponential moving average over frames with weight ``memory`` on the past, so the correction
-    follows lighting changes without flickering from frame to frame."""
+    follows lighting changes without flickering from frame to frame. ``state``: that running correction
+    (None before the first matched frame); a resumed paste restores it."""
 
     def __init__(self, mode: str, memory: float = 0.5):
         if mode not in COLOUR_MODES:
             raise ValueError(f"colour_match '{mode}' is not one of {', '.join(COLOUR_MODES)}.")
-        self.mode, self.memory, self._state = mode, memory, None
-
-    @property
-    def state(self) -> torch.Tensor | None:
-        """The running correction (None before the first matched frame): a resumed paste restores it."""
-        return self._state
-
-    @state.setter
-    def state(self, value: torch.Tensor | None) -> None:
-        self._state = value
+        self.mode, self.memory, self.state = mode, memory, None
 
     def __call__(self, image: torch.Tensor, source: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """image, source: [H,W,3] 0..1; reference: [H,W] bool, the pixels whose colours are compared
@@ -84,7 +76,7 @@ class ColourMatcher:
         if int(reference.sum()) >= 16:
             fit = _lab_stats if self.mode == "lab" else _histogram_lut
             current = fit(image[reference], source[reference])
-            self._state = current if self._state is None else self.memory * self._state + (1 - self.memory) * current
-        if self._state is None:
+            self.state = current if self.state is None else self.memory * self.state + (1 - self.memory) * current
+        if self.state is None:
             return image
-        return _apply_lab(image, self._state) if self.mode == "lab" else _apply_lut(image, self._state)
+        return _apply_lab(image, self.state) if self.mode == "lab" else _apply_lut(image, self.state)

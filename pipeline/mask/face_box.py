@@ -163,6 +163,11 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return inter / (area_a[:, None] + area_b[None] - inter).clamp(min=1e-6)
 
 
+def key_frames(num_frames: int, detect_every: int) -> list[int]:
+    """The frames the detector runs on, in order: every ``detect_every``-th frame and the last."""
+    return sorted(set(range(0, num_frames, max(1, detect_every))) | {num_frames - 1})
+
+
 def track_faces(frames: torch.Tensor, detect_every: int = 5, smooth: int = 9, progress=None) -> torch.Tensor:
     """``track_face_boxes`` over an IMAGE [T,H,W,C] float 0..1 held in memory. Returns [T,4] float32."""
     return track_face_boxes(frames.shape[0], lambda t: frames[t], detect_every, smooth, progress)
@@ -179,7 +184,7 @@ def track_face_boxes(num_frames: int, frame_at: Callable[[int], torch.Tensor], d
     frames, then averaged over ``smooth`` frames. ``progress(n)`` is called once per key frame.
     Returns [T,4] float32. Raises NoFaceFoundError when no key frame has a face.
     """
-    keys = sorted(set(range(0, num_frames, max(1, detect_every))) | {num_frames - 1})
+    keys = key_frames(num_frames, detect_every)
     found, previous = {}, None
     for t in keys:
         faces = detect_faces(frame_at(t))

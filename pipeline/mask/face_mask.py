@@ -10,7 +10,7 @@ from typing import Callable
 
 import torch
 
-from .face_box import boxes_from_mask, check_box_in_frame, hold_nearest, track_faces
+from .face_box import boxes_from_mask, check_box_in_frame, hold_nearest, key_frames, track_faces
 from .regions import check_region, dilate, ellipse_masks, restrict_to_region, temporal_smooth_
 
 CHUNK = 16  # frames processed together by the per-frame steps (bounds the temporaries)
@@ -64,7 +64,7 @@ def face_masks(frames: torch.Tensor, *, sam=None, user_mask: torch.Tensor | None
     check_region(region)
     count, height, width = frames.shape[:3]
     detect = user_mask is None and box is None
-    keys = len(set(range(0, count, max(1, detect_every))) | {count - 1}) if detect else 0
+    keys = len(key_frames(count, detect_every)) if detect else 0
     update = progress_factory(keys + (count if sam is not None else 0)) if progress_factory else None
     static = False
     if user_mask is not None:

@@ -71,8 +71,8 @@ def estimate(*, windows: int, steps_run: int, branches: int, frames: int, window
                   if t.device.type != "cpu")
     per_window = _WINDOW_COPIES * window * th * tw * 3 * 4
     cache = 0 if source_hw is None else _SOURCE_CACHE_FRAMES * source_hw[0] * source_hw[1] * 3
+    out_h, out_w = output_hw or (th, tw)
     return Budget(windows=windows, forwards=windows * steps_run * branches, frames=frames,
                   host_window_bytes=per_window + cache,
-                  host_frames_bytes=frames * (output_hw or (th, tw))[0] * (output_hw or (th, tw))[1] * 3 * 4
-                  if keep_frames else 0,
+                  host_frames_bytes=frames * out_h * out_w * 3 * 4 if keep_frames else 0,
                   weight_bytes=weights, activation_bytes=activations)
